@@ -1,0 +1,193 @@
+//! Durable storage of spokes, clients, operation definitions and their
+//! registrations (decision D3), on SQLite or PostgreSQL.
+//!
+//! [`Store`] is a cheap, cloneable handle around a connection pool. Every
+//! query is written once, in SQL both engines accept (`$1` placeholders,
+//! partial indexes, `ON CONFLICT`), and runs on whichever pool the URL chose;
+//! the [`on_pool!`] macro expands each body once per engine so both are
+//! type-checked at build time without needing a running database.
+//!
+//! The store is written on lifecycle events (connect, register, disconnect,
+//! admin changes) and read at start-up and by admin commands. The call path
+//! never touches it: that is the catalog's job.
+
+mod operations;
+mod principals;
+mod registrations;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use operations::{contract_difference, DefineOutcome, Definition, NewDefinition, Source};
+pub use principals::{NewPrincipal, Principal};
+pub use registrations::{NewRegistration, Registration, RegistrationStatus};
+
+use crate::telemetry::redact_url;
+
+/// A storage failure, with the thing that was wrong named in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL has a scheme the store does not know.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
+    UnsupportedUrl(String),
+    /// A row with this id already exists.
+    #[error("{kind} {id:?} already exists")]
+    Duplicate { kind: &'static str, id: String },
+    /// No row with this id exists.
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// An id or value given to the store is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// A re-declaration differs from the stored definition in its contract.
+    #[error("operation {id:?} is already defined with a different {field}")]
+    Conflict { id: String, field: &'static str },
+    /// A value read from the database does not parse (a corrupted row).
+    #[error("invalid stored value: {0}")]
+    Corrupt(String),
+    /// The migrations could not be applied.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the database refused a row because of a unique constraint.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+/// The result type of every store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the database. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever engine it is.
+/// The body is compiled once per engine, so it must be valid SQL for both.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (creating a SQLite file if it is missing). Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let max_connections = max_connections.max(1);
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .foreign_keys(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options)
+                .await?;
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        Ok(Store { backend })
+    }
+
+    /// Connects and applies every pending migration.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        let store = Self::connect(url, max_connections).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the pending migrations of this engine (`migrations/<engine>/`).
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The engine's name, `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Answers whether the database responds to a trivial query.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Runs raw SQL; for tests and diagnostics only.
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64> {
+        let done = on_pool!(self, |pool| sqlx::query(sql)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))?;
+        Ok(done)
+    }
+
+    /// Reads one text column of the first row of raw SQL; for tests only.
+    #[doc(hidden)]
+    pub async fn fetch_raw_strings(&self, sql: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            on_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Closes the pool, waiting for connections to return.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+}
+
+/// The current time, truncated to microseconds so that both engines store
+/// and return exactly the same value.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    let t = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn parse_text<T: FromStr<Err = String>>(text: &str) -> Result<T> {
+    text.parse().map_err(StoreError::Corrupt)
+}

@@ -1,0 +1,295 @@
+//! The `operations` table: definitions, one per post-remap id, shared by all
+//! providers of that id.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use super::{now, on_pool, parse_text, Result, Store, StoreError};
+use crate::protocol::{text_enum, AccessLevel, OperationType};
+
+/// Where a definition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Declared by a connected provider.
+    Spoke,
+    /// Imported from an OpenAPI document.
+    Openapi,
+    /// Imported from an MCP server's tools.
+    Mcp,
+    /// Served by the hub itself.
+    Builtin,
+}
+
+text_enum!(Source { Spoke => "spoke", Openapi => "openapi", Mcp => "mcp", Builtin => "builtin" });
+
+/// A definition to create or to match against the stored one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDefinition {
+    /// Post-remap namespace.
+    pub namespace: String,
+    /// Name (the last segment of the id).
+    pub name: String,
+    /// Query, mutation or subscription.
+    pub op_type: OperationType,
+    /// JSON Schema of the input; `None` accepts anything.
+    pub input_schema: Option<Value>,
+    /// JSON Schema of `output.data`.
+    pub output_schema: Option<Value>,
+    /// Who may call it.
+    pub access_level: AccessLevel,
+    /// Scopes required with [`AccessLevel::Scoped`].
+    pub required_scopes: Vec<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl NewDefinition {
+    /// The operation id, `namespace.name`.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
+    }
+}
+
+/// A stored definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// `namespace.name`, the id callers use.
+    pub id: String,
+    /// Everything declared.
+    pub spec: NewDefinition,
+    /// When the row was created.
+    pub created_at: DateTime<Utc>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DefinitionRow {
+    id: String,
+    namespace: String,
+    name: String,
+    #[sqlx(rename = "type")]
+    op_type: String,
+    input_schema: Option<Json<Value>>,
+    output_schema: Option<Json<Value>>,
+    access_level: String,
+    required_scopes: Json<Vec<String>>,
+    description: Option<String>,
+    source: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<DefinitionRow> for Definition {
+    type Error = StoreError;
+    fn try_from(r: DefinitionRow) -> Result<Self> {
+        Ok(Definition {
+            id: r.id,
+            spec: NewDefinition {
+                namespace: r.namespace,
+                name: r.name,
+                op_type: parse_text(&r.op_type)?,
+                input_schema: r.input_schema.map(|j| j.0),
+                output_schema: r.output_schema.map(|j| j.0),
+                access_level: parse_text(&r.access_level)?,
+                required_scopes: r.required_scopes.0,
+                description: r.description,
+                source: parse_text(&r.source)?,
+            },
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// How [`Store::define_operation`] settled a declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefineOutcome {
+    /// No definition existed; one was created.
+    Created,
+    /// An equal definition existed and was kept.
+    Matched,
+}
+
+const COLUMNS: &str = "id, namespace, name, type, input_schema, output_schema, access_level, \
+                       required_scopes, description, source, created_at, updated_at";
+
+/// Names the first contract field in which `declared` differs from `stored`.
+/// The contract is what callers and validation rely on: type, schemas,
+/// access level and scopes. Description and source are not part of it.
+pub fn contract_difference(
+    stored: &NewDefinition,
+    declared: &NewDefinition,
+) -> Option<&'static str> {
+    if stored.op_type != declared.op_type {
+        Some("type")
+    } else if stored.input_schema != declared.input_schema {
+        Some("inputSchema")
+    } else if stored.output_schema != declared.output_schema {
+        Some("outputSchema")
+    } else if stored.access_level != declared.access_level {
+        Some("accessLevel")
+    } else if stored.required_scopes != declared.required_scopes {
+        Some("requiredScopes")
+    } else {
+        None
+    }
+}
+
+impl Store {
+    /// Creates the definition, or matches it to the stored one with the same
+    /// id. A stored definition whose contract differs is left untouched and
+    /// reported as [`StoreError::Conflict`]; a newer description is kept.
+    pub async fn define_operation(
+        &self,
+        new: &NewDefinition,
+    ) -> Result<(Definition, DefineOutcome)> {
+        let id = new.id();
+        // Two attempts: a concurrent creator may win the insert between our
+        // read and our write; the second read then sees its row.
+        for _ in 0..2 {
+            if let Some(existing) = self.get_operation(&id).await? {
+                if let Some(field) = contract_difference(&existing.spec, new) {
+                    return Err(StoreError::Conflict { id, field });
+                }
+                if existing.spec.description != new.description && new.description.is_some() {
+                    let at = now();
+                    on_pool!(self, |pool| sqlx::query(
+                        "UPDATE operations SET description = $1, updated_at = $2 WHERE id = $3"
+                    )
+                    .bind(&new.description)
+                    .bind(at)
+                    .bind(&id)
+                    .execute(pool)
+                    .await
+                    .map(|d| d.rows_affected()))?;
+                    let mut updated = existing;
+                    updated.spec.description = new.description.clone();
+                    updated.updated_at = at;
+                    return Ok((updated, DefineOutcome::Matched));
+                }
+                return Ok((existing, DefineOutcome::Matched));
+            }
+            match self.insert_operation(new).await {
+                Ok(created) => return Ok((created, DefineOutcome::Created)),
+                Err(e) if e.is_unique_violation() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict {
+            id,
+            field: "definition (concurrently changed)",
+        })
+    }
+
+    /// Inserts a definition; fails on an existing id or `(namespace, name)`.
+    pub async fn insert_operation(&self, new: &NewDefinition) -> Result<Definition> {
+        let at = now();
+        let id = new.id();
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO operations (id, namespace, name, type, input_schema, output_schema, \
+             access_level, required_scopes, description, source, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
+        )
+        .bind(&id)
+        .bind(&new.namespace)
+        .bind(&new.name)
+        .bind(new.op_type.as_str())
+        .bind(new.input_schema.as_ref().map(Json))
+        .bind(new.output_schema.as_ref().map(Json))
+        .bind(new.access_level.as_str())
+        .bind(Json(&new.required_scopes))
+        .bind(&new.description)
+        .bind(new.source.as_str())
+        .bind(at)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))?;
+        Ok(Definition {
+            id,
+            spec: new.clone(),
+            created_at: at,
+            updated_at: at,
+        })
+    }
+
+    /// One definition by operation id.
+    pub async fn get_operation(&self, id: &str) -> Result<Option<Definition>> {
+        let sql = format!("SELECT {COLUMNS} FROM operations WHERE id = $1");
+        let row: Option<DefinitionRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(Definition::try_from).transpose()
+    }
+
+    /// One definition by post-remap namespace and name.
+    pub async fn get_operation_by_name(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Definition>> {
+        let sql = format!("SELECT {COLUMNS} FROM operations WHERE namespace = $1 AND name = $2");
+        let row: Option<DefinitionRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(namespace)
+            .bind(name)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(Definition::try_from).transpose()
+    }
+
+    /// Every definition, ordered by id.
+    pub async fn list_operations(&self) -> Result<Vec<Definition>> {
+        let sql = format!("SELECT {COLUMNS} FROM operations ORDER BY id");
+        let rows: Vec<DefinitionRow> =
+            on_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        rows.into_iter().map(Definition::try_from).collect()
+    }
+
+    /// Deletes a definition; its registrations go with it (ON DELETE CASCADE).
+    pub async fn delete_operation(&self, id: &str) -> Result<()> {
+        let done = on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM operations WHERE id = $1"
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))?;
+        if done == 0 {
+            return Err(StoreError::NotFound {
+                kind: "operation",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes spoke-sourced definitions that have had no active registration
+    /// for longer than `grace`, measured from the last change of any of their
+    /// registrations (or of the definition, when it never had one). Returns
+    /// the ids deleted.
+    pub async fn cleanup_orphaned_operations(
+        &self,
+        grace: std::time::Duration,
+    ) -> Result<Vec<String>> {
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let cutoff = now()
+            .checked_sub_signed(grace)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let rows: Vec<(String,)> = on_pool!(self, |pool| sqlx::query_as(
+            "DELETE FROM operations WHERE source = 'spoke' \
+               AND NOT EXISTS (SELECT 1 FROM operation_registrations r \
+                               WHERE r.operation_id = operations.id AND \
+                                     (r.status = 'active' OR r.updated_at >= $1)) \
+               AND operations.updated_at < $1 \
+             RETURNING id"
+        )
+        .bind(cutoff)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+}

@@ -1,0 +1,415 @@
+//! The store suite: every scenario runs once on SQLite and once on PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use alkhub::crypto::{Token, TokenKind};
+use alkhub::protocol::{AccessLevel, OperationType, PrincipalKind};
+use alkhub::store::{
+    DefineOutcome, NewDefinition, NewPrincipal, NewRegistration, RegistrationStatus, Source, Store,
+    StoreError,
+};
+use serde_json::json;
+
+fn definition(id: &str, source: Source) -> NewDefinition {
+    let (namespace, name) = id.rsplit_once('.').unwrap();
+    NewDefinition {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        op_type: OperationType::Query,
+        input_schema: Some(json!({"type": "object", "properties": {"path": {"type": "string"}}})),
+        output_schema: None,
+        access_level: AccessLevel::Authenticated,
+        required_scopes: vec![],
+        description: Some("reads".to_owned()),
+        source,
+    }
+}
+
+fn registration(operation_id: &str, provider: &str) -> NewRegistration {
+    let (namespace, name) = operation_id.rsplit_once('.').unwrap();
+    NewRegistration {
+        operation_id: operation_id.to_owned(),
+        provider_type: PrincipalKind::Spoke,
+        provider_id: provider.to_owned(),
+        pre_remap_namespace: namespace.to_owned(),
+        pre_remap_name: name.to_owned(),
+        metadata: json!({}),
+    }
+}
+
+async fn spoke(store: &Store, id: &str) -> Token {
+    let new = NewPrincipal {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    store
+        .create_principal(PrincipalKind::Spoke, &new)
+        .await
+        .unwrap()
+        .1
+}
+
+async fn namespace_and_name_are_unique(store: &Store) {
+    store
+        .insert_operation(&definition("dev.fs.read", Source::Spoke))
+        .await
+        .unwrap();
+    let err = store
+        .insert_operation(&definition("dev.fs.read", Source::Openapi))
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation(), "{err}");
+    let by_name = store
+        .get_operation_by_name("dev.fs", "read")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_name.id, "dev.fs.read");
+    assert_eq!(by_name.spec.source, Source::Spoke);
+}
+
+async fn a_second_active_registration_is_refused_but_inactive_duplicates_are_allowed(
+    store: &Store,
+) {
+    store
+        .insert_operation(&definition("chat.complete", Source::Spoke))
+        .await
+        .unwrap();
+    let reg = registration("chat.complete", "oc1");
+    store
+        .insert_registration(&reg, RegistrationStatus::Inactive)
+        .await
+        .unwrap();
+    store
+        .insert_registration(&reg, RegistrationStatus::Inactive)
+        .await
+        .unwrap();
+    store
+        .insert_registration(&reg, RegistrationStatus::Active)
+        .await
+        .unwrap();
+    let err = store
+        .insert_registration(&reg, RegistrationStatus::Active)
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation(), "{err}");
+    // Another provider of the same operation is a separate registration.
+    store
+        .insert_registration(
+            &registration("chat.complete", "oc2"),
+            RegistrationStatus::Active,
+        )
+        .await
+        .unwrap();
+    let all = store
+        .registrations_of_operation("chat.complete")
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        all.iter()
+            .filter(|r| r.status == RegistrationStatus::Active)
+            .count(),
+        2
+    );
+}
+
+async fn activation_reuses_the_providers_registration(store: &Store) {
+    store
+        .insert_operation(&definition("dev.fs.read", Source::Spoke))
+        .await
+        .unwrap();
+    let first = store
+        .activate_registration(&registration("dev.fs.read", "devbox"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, RegistrationStatus::Active);
+    assert_eq!(
+        store
+            .deactivate_provider(PrincipalKind::Spoke, "devbox")
+            .await
+            .unwrap(),
+        1
+    );
+    let again = store
+        .activate_registration(&registration("dev.fs.read", "devbox"))
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.status, RegistrationStatus::Active);
+    let of_provider = store
+        .registrations_of_provider(PrincipalKind::Spoke, "devbox")
+        .await
+        .unwrap();
+    assert_eq!(of_provider.len(), 1);
+    assert_eq!(of_provider[0].pre_remap_id(), "dev.fs.read");
+}
+
+async fn deleting_a_definition_cascades_to_its_registrations(store: &Store) {
+    store
+        .insert_operation(&definition("dev.fs.read", Source::Spoke))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("dev.fs.read", "devbox"))
+        .await
+        .unwrap();
+    store.delete_operation("dev.fs.read").await.unwrap();
+    assert!(store.get_operation("dev.fs.read").await.unwrap().is_none());
+    assert!(store.list_registrations().await.unwrap().is_empty());
+    assert!(matches!(
+        store.delete_operation("dev.fs.read").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn removing_a_spoke_removes_its_registrations_only(store: &Store) {
+    spoke(store, "devbox").await;
+    spoke(store, "other").await;
+    store
+        .insert_operation(&definition("chat.complete", Source::Spoke))
+        .await
+        .unwrap();
+    store
+        .insert_operation(&definition("dev.fs.read", Source::Spoke))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("chat.complete", "devbox"))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("dev.fs.read", "devbox"))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("chat.complete", "other"))
+        .await
+        .unwrap();
+    let removed = store
+        .remove_principal(PrincipalKind::Spoke, "devbox")
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert!(store
+        .get_principal(PrincipalKind::Spoke, "devbox")
+        .await
+        .unwrap()
+        .is_none());
+    let left = store.list_registrations().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].provider_id, "other");
+    // Definitions stay: the cleanup task decides about them.
+    assert_eq!(store.list_operations().await.unwrap().len(), 2);
+    assert!(matches!(
+        store.remove_principal(PrincipalKind::Spoke, "devbox").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn start_up_deactivates_every_registration(store: &Store) {
+    store
+        .insert_operation(&definition("chat.complete", Source::Spoke))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("chat.complete", "a"))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("chat.complete", "b"))
+        .await
+        .unwrap();
+    assert_eq!(store.deactivate_all_registrations().await.unwrap(), 2);
+    assert!(store
+        .list_registrations()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.status == RegistrationStatus::Inactive));
+}
+
+async fn cleanup_honours_source_and_grace_period(store: &Store) {
+    store
+        .insert_operation(&definition("gone.op", Source::Spoke))
+        .await
+        .unwrap();
+    store
+        .insert_operation(&definition("never.op", Source::Spoke))
+        .await
+        .unwrap();
+    store
+        .insert_operation(&definition("live.op", Source::Spoke))
+        .await
+        .unwrap();
+    store
+        .insert_operation(&definition("api.op", Source::Openapi))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("gone.op", "a"))
+        .await
+        .unwrap();
+    store
+        .activate_registration(&registration("live.op", "b"))
+        .await
+        .unwrap();
+    store
+        .deactivate_provider(PrincipalKind::Spoke, "a")
+        .await
+        .unwrap();
+
+    let within_grace = store
+        .cleanup_orphaned_operations(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(within_grace.is_empty(), "{within_grace:?}");
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut removed = store
+        .cleanup_orphaned_operations(Duration::from_millis(10))
+        .await
+        .unwrap();
+    removed.sort();
+    assert_eq!(removed, ["gone.op", "never.op"]);
+    let mut left: Vec<String> = store
+        .list_operations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["api.op", "live.op"]);
+}
+
+async fn a_conflicting_redeclaration_is_detected(store: &Store) {
+    let original = definition("dev.fs.read", Source::Spoke);
+    let (_, outcome) = store.define_operation(&original).await.unwrap();
+    assert_eq!(outcome, DefineOutcome::Created);
+    let (_, outcome) = store.define_operation(&original).await.unwrap();
+    assert_eq!(outcome, DefineOutcome::Matched);
+
+    let mut other_type = original.clone();
+    other_type.op_type = OperationType::Mutation;
+    let err = store.define_operation(&other_type).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { field: "type", .. }),
+        "{err}"
+    );
+
+    let mut other_schema = original.clone();
+    other_schema.input_schema = Some(json!({"type": "string"}));
+    let err = store.define_operation(&other_schema).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                field: "inputSchema",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("dev.fs.read"));
+
+    let stored = store.get_operation("dev.fs.read").await.unwrap().unwrap();
+    assert_eq!(
+        stored.spec, original,
+        "a conflict must not overwrite the definition"
+    );
+
+    let mut new_description = original.clone();
+    new_description.description = Some("reads a file".to_owned());
+    let (updated, outcome) = store.define_operation(&new_description).await.unwrap();
+    assert_eq!(outcome, DefineOutcome::Matched);
+    assert_eq!(updated.spec.description.as_deref(), Some("reads a file"));
+}
+
+async fn principals_are_found_by_token_and_store_only_its_hash(store: &Store) {
+    let token = spoke(store, "devbox").await;
+    assert_eq!(token.kind(), Some(TokenKind::Spoke));
+    let found = store
+        .find_principal_by_token(PrincipalKind::Spoke, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, "devbox");
+    assert!(store
+        .find_principal_by_token(PrincipalKind::Client, &token)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_principal_by_token(PrincipalKind::Spoke, &Token::generate(TokenKind::Spoke))
+        .await
+        .unwrap()
+        .is_none());
+    let hashes = store
+        .fetch_raw_strings("SELECT token_hash FROM spokes")
+        .await
+        .unwrap();
+    assert_eq!(hashes, [token.hash().0]);
+    assert!(!hashes[0].contains(token.expose()));
+
+    let dup = store
+        .create_principal(
+            PrincipalKind::Spoke,
+            &NewPrincipal {
+                id: "devbox".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::Duplicate { .. }), "{dup}");
+    let bad = store
+        .create_principal(
+            PrincipalKind::Client,
+            &NewPrincipal {
+                id: "Not_A_Slug".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("Not_A_Slug"), "{bad}");
+}
+
+macro_rules! store_suite {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let db = crate::common::sqlite().await;
+                    super::$scenario(&db.store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let db = crate::common::postgres().await;
+                    super::$scenario(&db.store).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    namespace_and_name_are_unique,
+    a_second_active_registration_is_refused_but_inactive_duplicates_are_allowed,
+    activation_reuses_the_providers_registration,
+    deleting_a_definition_cascades_to_its_registrations,
+    removing_a_spoke_removes_its_registrations_only,
+    start_up_deactivates_every_registration,
+    cleanup_honours_source_and_grace_period,
+    a_conflicting_redeclaration_is_detected,
+    principals_are_found_by_token_and_store_only_its_hash,
+);
