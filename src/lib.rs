@@ -8,14 +8,29 @@
 //! - [`protocol`] is the wire format and nothing else.
 //! - [`store`] keeps spokes, clients, definitions and registrations on SQLite
 //!   or PostgreSQL; it is written on lifecycle events, never per call.
-//! - [`server`] wires the store to the HTTP listener ([`http`]) and runs the
-//!   background tasks.
+//! - [`catalog`] is the in-memory index the call path reads.
+//! - [`session`] drives one WebSocket peer; [`connection`] is that peer as the
+//!   rest of the hub sees it.
+//! - [`registration`] turns declared operations into definitions and
+//!   registrations, through the remap of [`policy`].
+//! - [`dispatch`] is a call's life: lookup, access, validation, routing
+//!   (through [`policy`]), forwarding, correlation, timeouts.
+//! - [`builtins`] are the `hub.*` operations the hub serves itself.
+//! - [`http`] is the axum router; [`server`] starts and stops it all.
 
+pub mod builtins;
+pub mod catalog;
 pub mod config;
+pub mod connection;
 pub mod crypto;
+pub mod dispatch;
 pub mod http;
 pub mod names;
+pub mod peer;
+pub mod policy;
 pub mod protocol;
+pub mod registration;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod telemetry;

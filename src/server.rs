@@ -1,18 +1,29 @@
-//! Starting and stopping the hub: open the store, reset registrations, run
-//! the cleanup task, serve HTTP until shutdown.
+//! Starting and stopping the hub: open the store, reset registrations, load
+//! the catalog, serve HTTP and WebSocket until shutdown, then answer or abort
+//! every open call and leave every registration inactive.
 //!
-//! [`Hub`] is the shared handle every handler receives; it owns nothing that
-//! lives on a single connection.
+//! [`Hub`] is the shared handle every handler and session receives; it owns
+//! the registry of live sessions but nothing about any single one.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::builtins::{self, HubBuiltins};
+use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::store::Store;
+use crate::connection::Connection;
+use crate::crypto::Token;
+use crate::dispatch::Dispatcher;
+use crate::policy::{LeastInFlight, NativeRemap};
+use crate::protocol::{close, PrincipalKind};
+use crate::registration::Registrar;
+use crate::store::{Principal, Store};
 
 /// The hub's shared state, cheap to clone.
 #[derive(Clone)]
@@ -23,7 +34,23 @@ pub struct Hub {
 struct Shared {
     config: Config,
     store: Store,
+    dispatcher: Dispatcher,
+    registrar: Registrar,
+    sessions: Mutex<Sessions>,
+    next_session: AtomicU64,
+    // HTTP callers authenticate per request; a short-lived cache keeps the
+    // database off that path. WebSocket sessions authenticate once, uncached.
+    auth_cache: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+    shutting_down: AtomicBool,
 }
+
+#[derive(Default)]
+struct Sessions {
+    all: HashMap<u64, Arc<Connection>>,
+    spokes: HashMap<String, Arc<Connection>>,
+}
+
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// The storage handle.
@@ -35,9 +62,105 @@ impl Hub {
     pub fn config(&self) -> &Config {
         &self.shared.config
     }
+
+    /// The call path.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.shared.dispatcher
+    }
+
+    /// The registration path.
+    pub fn registrar(&self) -> &Registrar {
+        &self.shared.registrar
+    }
+
+    /// True once shutdown has begun: new sessions and calls are refused.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.shared.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The enabled principal of `kind` holding `token`, if any.
+    pub async fn authenticate(&self, kind: PrincipalKind, token: &Token) -> Option<Principal> {
+        match self.store().find_principal_by_token(kind, token).await {
+            Ok(found) => found.filter(|p| p.enabled),
+            Err(e) => {
+                tracing::warn!(error = %e, "token lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Like [`Hub::authenticate`] for either kind, cached for a few seconds.
+    pub async fn authenticate_cached(&self, token: &Token) -> Option<Principal> {
+        let kind = match token.kind()? {
+            crate::crypto::TokenKind::Spoke => PrincipalKind::Spoke,
+            crate::crypto::TokenKind::Client => PrincipalKind::Client,
+        };
+        let key = token.hash().0;
+        if let Some((found, at)) = self.shared.auth_cache.lock().unwrap().get(&key) {
+            if at.elapsed() < AUTH_CACHE_TTL {
+                return found.clone();
+            }
+        }
+        let found = self.authenticate(kind, token).await;
+        let mut cache = self.shared.auth_cache.lock().unwrap();
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+        }
+        cache.insert(key, (found.clone(), Instant::now()));
+        found
+    }
+
+    /// Adds a session to the registry. A spoke's older session is superseded:
+    /// its calls end with `PROVIDER_GONE`, it closes with 4409, and its
+    /// registrations are reset before the new session registers.
+    pub async fn attach(&self, connection: &Arc<Connection>) {
+        let old = {
+            let mut sessions = self.shared.sessions.lock().unwrap();
+            sessions.all.insert(connection.session_id, connection.clone());
+            match connection.identity.kind {
+                PrincipalKind::Spoke => sessions
+                    .spokes
+                    .insert(connection.identity.id.clone(), connection.clone()),
+                PrincipalKind::Client => None,
+            }
+        };
+        if let Some(old) = old {
+            tracing::info!(spoke = %old.identity.id, old = old.session_id, new = connection.session_id, "session superseded");
+            old.mark_superseded();
+            self.dispatcher().catalog().remove_session(old.session_id, None);
+            self.dispatcher().connection_gone(&old);
+            old.close(close::SUPERSEDED, "superseded by a newer session of this spoke");
+            if let Err(e) = self.store().deactivate_provider(PrincipalKind::Spoke, &old.identity.id).await {
+                tracing::warn!(error = %e, "could not reset the superseded session's registrations");
+            }
+        }
+    }
+
+    /// Removes a session from the registry.
+    pub fn detach(&self, connection: &Connection) {
+        let mut sessions = self.shared.sessions.lock().unwrap();
+        sessions.all.remove(&connection.session_id);
+        if connection.identity.kind == PrincipalKind::Spoke
+            && sessions
+                .spokes
+                .get(&connection.identity.id)
+                .is_some_and(|c| c.session_id == connection.session_id)
+        {
+            sessions.spokes.remove(&connection.identity.id);
+        }
+    }
+
+    fn live_sessions(&self) -> Vec<Arc<Connection>> {
+        self.shared.sessions.lock().unwrap().all.values().cloned().collect()
+    }
 }
 
-/// A hub that is listening; dropping it does not stop it, [`RunningHub::shutdown`] does.
+/// A hub that is listening; [`RunningHub::shutdown`] stops it.
 pub struct RunningHub {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
@@ -52,16 +175,31 @@ impl RunningHub {
         &self.hub
     }
 
-    /// Stops accepting, ends sessions and waits for the server to finish.
+    /// Graceful shutdown: stop accepting, give open calls the grace period,
+    /// abort the rest, close every session with 1001, and leave every
+    /// registration inactive in the database.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        let hub = &self.hub;
+        hub.shared.shutting_down.store(true, Ordering::Release);
         let _ = self.stop.send(true);
+        let grace = Duration::from_millis(hub.config().server.shutdown_grace_ms);
+        let started = Instant::now();
+        while hub.dispatcher().open_calls() > 0 && started.elapsed() < grace {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hub.dispatcher().abort_all();
+        for connection in hub.live_sessions() {
+            connection.close(close::GOING_AWAY, "the hub is shutting down");
+        }
+        let closing = Instant::now();
+        while !hub.live_sessions().is_empty() && closing.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = hub.store().deactivate_all_registrations().await?;
+        tracing::info!(deactivated = left, "registrations left inactive");
         self.task.await??;
+        hub.store().close().await;
         Ok(())
-    }
-
-    /// Waits until the server stops by itself (it does so on shutdown).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await?
     }
 }
 
@@ -75,12 +213,49 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         deactivated = reset,
         "database ready"
     );
+    for definition in builtins::definitions() {
+        if let Err(e) = store.define_operation(&definition).await {
+            // An older hub's built-in with another contract: replace it.
+            tracing::info!(operation = %definition.id(), reason = %e, "updating built-in definition");
+            store.delete_operation(&definition.id()).await?;
+            store.define_operation(&definition).await?;
+        }
+    }
+    let catalog = Catalog::default();
+    for definition in store.list_operations().await? {
+        catalog.put_definition(definition);
+    }
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
+
+    let builtins = Arc::new(HubBuiltins {
+        catalog: catalog.clone(),
+        store: store.clone(),
+    });
+    let dispatcher = Dispatcher::new(
+        catalog.clone(),
+        Arc::new(LeastInFlight),
+        config.limits.max_open_calls_per_connection,
+        builtins,
+    );
+    let registrar = Registrar::new(
+        store.clone(),
+        catalog,
+        Arc::new(NativeRemap::new(config.remap.per_spoke_namespaces.clone())),
+    );
     let hub = Hub {
-        shared: Arc::new(Shared { config, store }),
+        shared: Arc::new(Shared {
+            config,
+            store,
+            dispatcher,
+            registrar,
+            sessions: Mutex::default(),
+            next_session: AtomicU64::new(1),
+            auth_cache: Mutex::default(),
+            shutting_down: AtomicBool::new(false),
+        }),
     };
     let (stop, stopped) = watch::channel(false);
     spawn_cleanup(hub.clone(), stopped.clone());
@@ -95,12 +270,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         Ok(())
     });
     tracing::info!(%addr, "alkhub listening");
-    Ok(RunningHub {
-        addr,
-        hub,
-        stop,
-        task,
-    })
+    Ok(RunningHub { addr, hub, stop, task })
 }
 
 /// Deletes spoke-sourced definitions left without active registrations
@@ -117,10 +287,14 @@ fn spawn_cleanup(hub: Hub, mut stopped: watch::Receiver<bool>) {
                 _ = stopped.wait_for(|s| *s) => return,
             }
             match hub.store().cleanup_orphaned_operations(grace).await {
-                Ok(ids) if !ids.is_empty() => {
-                    tracing::info!(count = ids.len(), ?ids, "removed orphaned definitions")
+                Ok(ids) => {
+                    for id in &ids {
+                        hub.dispatcher().catalog().remove_definition(id);
+                    }
+                    if !ids.is_empty() {
+                        tracing::info!(count = ids.len(), ?ids, "removed orphaned definitions");
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "definition cleanup failed"),
             }
         }

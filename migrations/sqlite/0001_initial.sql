@@ -1,7 +1,7 @@
 -- alkhub schema, SQLite. Timestamps are RFC 3339 text in UTC; JSON columns are text.
 
 CREATE TABLE spokes (
-    id                TEXT PRIMARY KEY,
+    id                TEXT PRIMARY KEY NOT NULL,
     name              TEXT,
     token_hash        TEXT NOT NULL UNIQUE,
     scopes            TEXT NOT NULL DEFAULT '[]',
@@ -14,7 +14,7 @@ CREATE TABLE spokes (
 );
 
 CREATE TABLE clients (
-    id                TEXT PRIMARY KEY,
+    id                TEXT PRIMARY KEY NOT NULL,
     name              TEXT,
     token_hash        TEXT NOT NULL UNIQUE,
     scopes            TEXT NOT NULL DEFAULT '[]',
@@ -27,7 +27,7 @@ CREATE TABLE clients (
 );
 
 CREATE TABLE operations (
-    id              TEXT PRIMARY KEY,
+    id              TEXT PRIMARY KEY NOT NULL,
     namespace       TEXT NOT NULL,
     name            TEXT NOT NULL,
     type            TEXT NOT NULL CHECK (type IN ('query', 'mutation', 'subscription')),
@@ -46,7 +46,7 @@ CREATE TABLE operations (
 CREATE UNIQUE INDEX operations_namespace_name_key ON operations (namespace, name);
 
 CREATE TABLE operation_registrations (
-    id                  TEXT PRIMARY KEY,
+    id                  TEXT PRIMARY KEY NOT NULL,
     operation_id        TEXT NOT NULL REFERENCES operations (id) ON DELETE CASCADE,
     provider_type       TEXT NOT NULL CHECK (provider_type IN ('spoke', 'client')),
     provider_id         TEXT NOT NULL,

@@ -1,0 +1,744 @@
+//! The life of a call, top to bottom: lookup, access, validation, routing,
+//! forwarding under the hub's own request id, correlation of the provider's
+//! events back to the caller, timeouts, aborts and their cascade.
+//!
+//! [`Dispatcher::start`] is the entry point; every way a call can end goes
+//! through [`Dispatcher::finish`], which is where "no call is ever left
+//! without an answer" is kept. Nothing here reads the database, awaits while
+//! holding a lock, or knows about WebSockets or HTTP.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::catalog::{Catalog, Entry};
+use crate::connection::{now_ms, Connection};
+use crate::policy::{Candidate, Decision, RouteCall, RoutingPolicy};
+use crate::protocol::{self, AccessLevel, ErrorCode, ForwardedCall, Identity, OperationType, PrincipalKind};
+use crate::store::Source;
+
+/// A call's failure as the caller receives it.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// A protocol code or a provider's own domain code.
+    pub code: Cow<'static, str>,
+    /// What went wrong, naming the thing.
+    pub message: String,
+    /// Structured details (schema errors, provider data).
+    pub details: Option<Box<RawValue>>,
+}
+
+impl CallError {
+    /// An error with a protocol code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        CallError {
+            code: Cow::Borrowed(code.as_str()),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The protocol code, if the code is one.
+    pub fn protocol_code(&self) -> Option<ErrorCode> {
+        self.code.parse().ok()
+    }
+}
+
+/// What a channel caller (HTTP, the hub itself) receives.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// One result envelope.
+    Responded(Box<RawValue>),
+    /// A subscription ended normally.
+    Completed,
+    /// The call failed; nothing follows.
+    Error(CallError),
+}
+
+/// Where a call's answers go.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A WebSocket peer, under its own request id.
+    Connection {
+        /// The caller's connection.
+        connection: Arc<Connection>,
+        /// The caller's id for the call.
+        request_id: Arc<str>,
+    },
+    /// A channel (HTTP requests).
+    Channel(mpsc::UnboundedSender<CallEvent>),
+}
+
+/// A call as the caller asked for it; `input` stays raw JSON.
+#[derive(Debug)]
+pub struct CallRequest<'a> {
+    /// Post-remap id.
+    pub operation_id: &'a str,
+    /// The input, unparsed.
+    pub input: Option<&'a RawValue>,
+    /// The hub request id of the call this one serves.
+    pub parent_request_id: Option<&'a str>,
+    /// Absolute deadline, ms since the Unix epoch.
+    pub deadline_ms: Option<u64>,
+    /// Longest gap between events, ms.
+    pub idle_timeout_ms: Option<u64>,
+    /// Routing metadata.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// How a call ended.
+#[derive(Debug)]
+enum End {
+    Responded(Box<RawValue>),
+    Completed,
+    Error(CallError),
+    CallerAborted,
+    CallerGone,
+    ProviderGone,
+    Timeout(&'static str),
+    ParentEnded,
+    Shutdown,
+}
+
+impl End {
+    /// Ends that stop the provider's work and the call's children.
+    fn is_early(&self) -> bool {
+        !matches!(self, End::Responded(_) | End::Completed | End::Error(_))
+    }
+}
+
+struct Call {
+    caller: Caller,
+    provider: Arc<Connection>,
+    in_flight: Arc<AtomicU32>,
+    op_type: OperationType,
+    operation_id: Arc<str>,
+    children: Vec<u64>,
+    timer: Option<tokio::task::AbortHandle>,
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+    last_event: Instant,
+}
+
+const SHARDS: usize = 64;
+
+/// Handle to the dispatcher; cloning shares it.
+#[derive(Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    catalog: Catalog,
+    routing: RwLock<Arc<dyn RoutingPolicy>>,
+    // Open calls by hub id, sharded so that concurrent calls rarely meet on
+    // one lock; each critical section is a map insert, remove or probe.
+    calls: Box<[Mutex<HashMap<u64, Call>>]>,
+    next_id: AtomicU64,
+    max_open_calls: usize,
+    builtins: Arc<dyn Builtins>,
+}
+
+/// Operations the hub serves itself (`hub.*`). Implemented by the server,
+/// which may read the store: built-ins are not on the relay path.
+pub trait Builtins: Send + Sync {
+    /// Runs built-in `operation_id` and delivers its answer to `caller`.
+    fn run(&self, operation_id: &str, input: serde_json::Value, caller: Option<Identity>, reply: Reply);
+}
+
+/// Delivers the one answer of a call that has no provider (built-ins, early failures).
+pub struct Reply(Caller);
+
+impl Reply {
+    /// Sends a result: `data` wrapped in an envelope from `local`.
+    pub fn data(self, operation_id: &str, data: serde_json::Value) {
+        let envelope = serde_json::json!({
+            "data": data,
+            "meta": {"source": "local", "operationId": operation_id, "timestamp": now_ms()}
+        });
+        let raw = serde_json::value::to_raw_value(&envelope).expect("json value serializes");
+        deliver(&self.0, End::Responded(raw));
+    }
+
+    /// Sends a failure.
+    pub fn error(self, error: CallError) {
+        deliver(&self.0, End::Error(error));
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher over `catalog`, routing with `routing`.
+    pub fn new(
+        catalog: Catalog,
+        routing: Arc<dyn RoutingPolicy>,
+        max_open_calls: usize,
+        builtins: Arc<dyn Builtins>,
+    ) -> Self {
+        Dispatcher {
+            shared: Arc::new(Shared {
+                catalog,
+                routing: RwLock::new(routing),
+                calls: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                next_id: AtomicU64::new(1),
+                max_open_calls,
+                builtins,
+            }),
+        }
+    }
+
+    /// The catalog the dispatcher reads.
+    pub fn catalog(&self) -> &Catalog {
+        &self.shared.catalog
+    }
+
+    /// Replaces the routing policy for calls that start from now on.
+    pub fn set_routing(&self, routing: Arc<dyn RoutingPolicy>) {
+        *self.shared.routing.write().unwrap() = routing;
+    }
+
+    /// Calls open right now.
+    pub fn open_calls(&self) -> usize {
+        self.shared.calls.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Call>> {
+        &self.shared.calls[(id as usize) % SHARDS]
+    }
+
+    /// Starts a call and returns the hub's id for it (`None` for built-ins,
+    /// which answer without an open call). An error means the call never
+    /// reached a provider; the caller still has to be told (the session and
+    /// HTTP layers do that).
+    pub fn start(
+        &self,
+        caller: Caller,
+        identity: Option<&Identity>,
+        request: CallRequest<'_>,
+    ) -> Result<Option<u64>, CallError> {
+        if let Caller::Connection { connection, request_id } = &caller {
+            let calls = connection.calls.lock().unwrap();
+            if calls.calling.contains_key(request_id) {
+                return Err(CallError::new(
+                    ErrorCode::ProtocolError,
+                    format!("requestId {request_id:?} is already in use by an open call"),
+                ));
+            }
+            if calls.calling.len() >= self.shared.max_open_calls {
+                return Err(CallError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "this connection already has {} open calls (limits.max_open_calls_per_connection)",
+                        calls.calling.len()
+                    ),
+                ));
+            }
+        }
+        let entry = self.lookup(request.operation_id, identity)?;
+        let input = validate(&entry, request.input)?;
+        if entry.definition.spec.source == Source::Builtin {
+            let input = input.unwrap_or_else(|| parse_input(request.input));
+            self.shared
+                .builtins
+                .run(&entry.definition.id, input, identity.cloned(), Reply(caller));
+            return Ok(None);
+        }
+        if entry.providers.is_empty() {
+            return Err(CallError::new(
+                ErrorCode::NoProvider,
+                format!("operation {} has no connected provider", entry.definition.id),
+            ));
+        }
+        let deadline = match request.deadline_ms {
+            Some(at) => {
+                let now = now_ms();
+                if at <= now {
+                    return Err(CallError::new(ErrorCode::Timeout, "the call's deadline has already passed"));
+                }
+                Some(Instant::now() + Duration::from_millis(at - now))
+            }
+            None => None,
+        };
+        let provider = self.route(&entry, identity, request.metadata.as_ref())?;
+        Ok(Some(self.forward(caller, identity, &entry, provider, &request, deadline)))
+    }
+
+    /// Finds the definition and checks that `identity` may call it.
+    fn lookup(&self, operation_id: &str, identity: Option<&Identity>) -> Result<Arc<Entry>, CallError> {
+        let not_found = || CallError::new(ErrorCode::OperationNotFound, format!("operation {operation_id} not found"));
+        let entry = self.shared.catalog.get(operation_id).ok_or_else(not_found)?;
+        match check_access(&entry, identity) {
+            Access::Allowed => Ok(entry),
+            Access::Hidden => Err(not_found()),
+            Access::Unauthenticated => Err(CallError::new(
+                ErrorCode::Unauthenticated,
+                format!("operation {operation_id} needs a valid token"),
+            )),
+            Access::Denied(missing) => Err(CallError::new(
+                ErrorCode::AccessDenied,
+                format!("operation {operation_id} requires scopes the caller lacks: {}", missing.join(", ")),
+            )),
+        }
+    }
+
+    /// Asks the routing policy which provider serves the call.
+    fn route(
+        &self,
+        entry: &Entry,
+        identity: Option<&Identity>,
+        metadata: Option<&BTreeMap<String, String>>,
+    ) -> Result<usize, CallError> {
+        let sequence = entry.sequence.fetch_add(1, Ordering::Relaxed);
+        if entry.providers.len() == 1 {
+            return Ok(0);
+        }
+        let candidates: Vec<Candidate<'_>> = entry
+            .providers
+            .iter()
+            .map(|p| Candidate {
+                registration_id: &p.registration_id,
+                provider_id: &p.connection.identity.id,
+                labels: &p.connection.labels,
+                in_flight: p.in_flight.load(Ordering::Relaxed),
+                connected_at_ms: p.connection.connected_at_ms,
+            })
+            .collect();
+        let call = RouteCall {
+            operation_id: &entry.definition.id,
+            op_type: entry.definition.spec.op_type,
+            caller: identity,
+            metadata,
+            sequence,
+        };
+        let routing = self.shared.routing.read().unwrap().clone();
+        let chosen = match routing.choose(&call, &candidates) {
+            Decision::Choose(i) => Some(i),
+            Decision::Ordered(order) => order.into_iter().find(|&i| i < candidates.len()),
+            Decision::Refuse(reason) => {
+                return Err(CallError::new(ErrorCode::RoutingError, format!("routing refused the call: {reason}")))
+            }
+        };
+        chosen.filter(|&i| i < candidates.len()).ok_or_else(|| {
+            CallError::new(
+                ErrorCode::RoutingError,
+                format!("the routing policy chose no valid candidate among {}", candidates.len()),
+            )
+        })
+    }
+
+    /// Records the call and sends it to the chosen provider.
+    fn forward(
+        &self,
+        caller: Caller,
+        identity: Option<&Identity>,
+        entry: &Entry,
+        chosen: usize,
+        request: &CallRequest<'_>,
+        deadline: Option<Instant>,
+    ) -> u64 {
+        let provider = &entry.providers[chosen];
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let hub_request_id = format!("h{id}");
+        let parent = request.parent_request_id.and_then(parse_hub_id);
+        let idle = request.idle_timeout_ms.map(Duration::from_millis);
+        let anonymous = anonymous_identity();
+        let frame = protocol::frame(
+            "call.requested",
+            &ForwardedCall {
+                request_id: &hub_request_id,
+                operation_id: &provider.pre_remap_id,
+                input: request.input,
+                parent_request_id: request.parent_request_id,
+                deadline: request.deadline_ms,
+                idle_timeout: request.idle_timeout_ms,
+                metadata: request.metadata.as_ref(),
+                identity: identity.unwrap_or(&anonymous),
+            },
+        );
+        if let Caller::Connection { connection, request_id } = &caller {
+            connection.calls.lock().unwrap().calling.insert(request_id.clone(), id);
+        }
+        provider.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.shard(id).lock().unwrap().insert(
+            id,
+            Call {
+                caller,
+                provider: provider.connection.clone(),
+                in_flight: provider.in_flight.clone(),
+                op_type: entry.definition.spec.op_type,
+                operation_id: entry.definition.id.as_str().into(),
+                children: Vec::new(),
+                timer: None,
+                deadline,
+                idle,
+                last_event: Instant::now(),
+            },
+        );
+        if let Some(parent) = parent {
+            if let Some(call) = self.shard(parent).lock().unwrap().get_mut(&parent) {
+                call.children.push(id);
+            }
+        }
+        let accepted = {
+            let mut calls = provider.connection.calls.lock().unwrap();
+            if !calls.gone {
+                calls.serving.insert(id);
+            }
+            !calls.gone
+        };
+        if !accepted || !provider.connection.send(frame) {
+            self.finish(id, End::ProviderGone);
+        } else if deadline.is_some() || idle.is_some() {
+            self.arm_timer(id);
+        }
+        id
+    }
+
+    /// Watches a call's deadline and idle timeout.
+    fn arm_timer(&self, id: u64) {
+        let dispatcher = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let wake = {
+                    let shard = dispatcher.shard(id).lock().unwrap();
+                    let Some(call) = shard.get(&id) else { return };
+                    let idle_at = call.idle.map(|d| call.last_event + d);
+                    match (call.deadline, idle_at) {
+                        (Some(a), Some(b)) => a.min(b),
+                        (Some(a), None) | (None, Some(a)) => a,
+                        (None, None) => return,
+                    }
+                };
+                tokio::time::sleep_until(wake.into()).await;
+                let now = Instant::now();
+                let expired = {
+                    let shard = dispatcher.shard(id).lock().unwrap();
+                    let Some(call) = shard.get(&id) else { return };
+                    if call.deadline.is_some_and(|d| d <= now) {
+                        Some("the call's deadline passed")
+                    } else if call.idle.is_some_and(|d| call.last_event + d <= now) {
+                        Some("no event within the call's idleTimeout")
+                    } else {
+                        None
+                    }
+                };
+                if let Some(why) = expired {
+                    dispatcher.finish(id, End::Timeout(why));
+                    return;
+                }
+            }
+        });
+        if let Some(call) = self.shard(id).lock().unwrap().get_mut(&id) {
+            call.timer = Some(task.abort_handle());
+        } else {
+            task.abort();
+        }
+    }
+
+    /// An event from the provider of a call: `call.responded`,
+    /// `call.completed`, `call.error` or `call.aborted`.
+    pub fn provider_event(&self, from: &Connection, kind: &str, event: protocol::CallEventIn<'_>) -> Result<(), CallError> {
+        let Some(id) = parse_hub_id(&event.request_id) else {
+            return Err(CallError::new(
+                ErrorCode::ProtocolError,
+                format!("{kind} names requestId {:?}, which is not a call the hub sent", event.request_id),
+            ));
+        };
+        let streaming = {
+            let mut shard = self.shard(id).lock().unwrap();
+            match shard.get_mut(&id) {
+                // Late events of calls that already ended (timed out, aborted) are dropped.
+                None => return Ok(()),
+                Some(call) if call.provider.session_id != from.session_id => return Ok(()),
+                Some(call) if kind == "call.responded" && call.op_type == OperationType::Subscription => {
+                    call.last_event = Instant::now();
+                    Some((call.caller.clone(), call.operation_id.clone()))
+                }
+                Some(_) => None,
+            }
+        };
+        let end = match kind {
+            "call.responded" => {
+                let Some(output) = event.output else {
+                    return Err(CallError::new(ErrorCode::ProtocolError, "call.responded needs an output"));
+                };
+                let operation_id = match &streaming {
+                    Some((_, op)) => op.clone(),
+                    None => self.operation_of(id).unwrap_or_else(|| "".into()),
+                };
+                let output = normalize_output(output, &operation_id);
+                if let Some((caller, _)) = streaming {
+                    deliver(&caller, End::Responded(output));
+                    return Ok(());
+                }
+                End::Responded(output)
+            }
+            "call.completed" => End::Completed,
+            "call.error" => End::Error(CallError {
+                code: event.code.map(|c| Cow::Owned(c.into_owned())).unwrap_or(Cow::Borrowed(ErrorCode::ExecutionError.as_str())),
+                message: event.message.map(Cow::into_owned).unwrap_or_else(|| "the provider reported an error".to_owned()),
+                details: event.details.map(|d| d.to_owned()),
+            }),
+            _ => End::Error(CallError::new(ErrorCode::Aborted, "the provider aborted the call")),
+        };
+        self.finish(id, end);
+        Ok(())
+    }
+
+    fn operation_of(&self, id: u64) -> Option<Arc<str>> {
+        self.shard(id).lock().unwrap().get(&id).map(|c| c.operation_id.clone())
+    }
+
+    /// The caller's `call.aborted`: stops the call and tells its provider.
+    pub fn caller_abort(&self, from: &Connection, request_id: &str) {
+        let id = from.calls.lock().unwrap().calling.get(request_id).copied();
+        if let Some(id) = id {
+            self.finish(id, End::CallerAborted);
+        }
+    }
+
+    /// Aborts an open call of a channel caller (an HTTP client that left).
+    pub fn abort_by_hub_id(&self, id: u64) {
+        self.finish(id, End::CallerAborted);
+    }
+
+    /// A peer left: its calls as caller are aborted at their providers, the
+    /// calls it served end with `PROVIDER_GONE`.
+    pub fn connection_gone(&self, connection: &Connection) {
+        let (calling, serving) = {
+            let mut calls = connection.calls.lock().unwrap();
+            calls.gone = true;
+            (std::mem::take(&mut calls.calling), std::mem::take(&mut calls.serving))
+        };
+        for id in calling.into_values() {
+            self.finish(id, End::CallerGone);
+        }
+        for id in serving {
+            self.finish(id, End::ProviderGone);
+        }
+    }
+
+    /// Ends every open call (hub shutdown): callers get `ABORTED`, providers `call.aborted`.
+    pub fn abort_all(&self) {
+        let ids: Vec<u64> = self
+            .shared
+            .calls
+            .iter()
+            .flat_map(|s| s.lock().unwrap().keys().copied().collect::<Vec<_>>())
+            .collect();
+        for id in ids {
+            self.finish(id, End::Shutdown);
+        }
+    }
+
+    /// Ends a call exactly once: tells the caller and, when the call stops
+    /// early, the provider; then ends the call's children.
+    fn finish(&self, id: u64, end: End) {
+        let Some(call) = self.shard(id).lock().unwrap().remove(&id) else {
+            return;
+        };
+        call.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(timer) = &call.timer {
+            timer.abort();
+        }
+        if !matches!(end, End::ProviderGone) {
+            call.provider.calls.lock().unwrap().serving.remove(&id);
+        }
+        if let Caller::Connection { connection, request_id } = &call.caller {
+            if !matches!(end, End::CallerGone) {
+                connection.calls.lock().unwrap().calling.remove(request_id);
+            }
+        }
+        if matches!(
+            end,
+            End::Timeout(_) | End::CallerAborted | End::CallerGone | End::ParentEnded | End::Shutdown
+        ) {
+            call.provider.send(protocol::frame("call.aborted", &RequestIdOnly { request_id: &format!("h{id}") }));
+        }
+        let early = end.is_early();
+        deliver(&call.caller, end);
+        if early {
+            for child in call.children {
+                self.finish(child, End::ParentEnded);
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIdOnly<'a> {
+    request_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RespondedOut<'a> {
+    request_id: &'a str,
+    output: &'a RawValue,
+}
+
+/// Tells the caller how its call ended (or sends one streamed result).
+fn deliver(caller: &Caller, end: End) {
+    let event = match end {
+        End::Responded(output) => CallEvent::Responded(output),
+        End::Completed => CallEvent::Completed,
+        End::Error(e) => CallEvent::Error(e),
+        End::Timeout(why) => CallEvent::Error(CallError::new(ErrorCode::Timeout, why)),
+        End::ProviderGone => CallEvent::Error(CallError::new(
+            ErrorCode::ProviderGone,
+            "the provider disconnected before it answered",
+        )),
+        End::ParentEnded => CallEvent::Error(CallError::new(ErrorCode::Aborted, "the parent call ended early")),
+        End::Shutdown => CallEvent::Error(CallError::new(ErrorCode::Aborted, "the hub is shutting down")),
+        End::CallerAborted | End::CallerGone => return,
+    };
+    match caller {
+        Caller::Channel(tx) => {
+            let _ = tx.send(event);
+        }
+        Caller::Connection { connection, request_id } => {
+            connection.send(event_frame(request_id, &event));
+        }
+    }
+}
+
+/// The frame a WebSocket caller receives for `event`.
+pub fn event_frame(request_id: &str, event: &CallEvent) -> String {
+    match event {
+        CallEvent::Responded(output) => protocol::frame("call.responded", &RespondedOut { request_id, output }),
+        CallEvent::Completed => protocol::frame("call.completed", &RequestIdOnly { request_id }),
+        CallEvent::Error(e) => protocol::frame(
+            "call.error",
+            &protocol::CallErrorOut {
+                request_id,
+                code: &e.code,
+                message: &e.message,
+                details: e.details.as_deref(),
+            },
+        ),
+    }
+}
+
+fn parse_hub_id(request_id: &str) -> Option<u64> {
+    request_id.strip_prefix('h')?.parse().ok()
+}
+
+fn anonymous_identity() -> Identity {
+    Identity {
+        kind: PrincipalKind::Client,
+        id: String::new(),
+        scopes: Vec::new(),
+    }
+}
+
+/// Whether a caller may call (and see) an operation.
+pub enum Access {
+    /// It may.
+    Allowed,
+    /// It may not and must not learn that the operation exists.
+    Hidden,
+    /// It needs a token.
+    Unauthenticated,
+    /// It lacks these scopes.
+    Denied(Vec<String>),
+}
+
+/// The access rules of protocol section 3.
+pub fn check_access(entry: &Entry, identity: Option<&Identity>) -> Access {
+    let spec = &entry.definition.spec;
+    match (spec.access_level, identity) {
+        (AccessLevel::Public, _) => Access::Allowed,
+        (AccessLevel::Internal, Some(who)) if who.kind == PrincipalKind::Spoke => Access::Allowed,
+        (AccessLevel::Internal, _) => Access::Hidden,
+        (_, None) => Access::Unauthenticated,
+        (AccessLevel::Authenticated, Some(_)) => Access::Allowed,
+        (AccessLevel::Scoped, Some(who)) => {
+            let missing: Vec<String> = spec
+                .required_scopes
+                .iter()
+                .filter(|s| !who.scopes.contains(s))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                Access::Allowed
+            } else {
+                Access::Denied(missing)
+            }
+        }
+    }
+}
+
+fn parse_input(input: Option<&RawValue>) -> serde_json::Value {
+    input
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Checks the input against the compiled schema. Returns the parsed input
+/// when it had to be parsed, so built-ins need not parse it again.
+fn validate(entry: &Entry, input: Option<&RawValue>) -> Result<Option<serde_json::Value>, CallError> {
+    let Some(validator) = &entry.validator else {
+        return Ok(None);
+    };
+    let value = parse_input(input);
+    let errors: Vec<serde_json::Value> = validator
+        .iter_errors(&value)
+        .take(32)
+        .map(|e| serde_json::json!({"instancePath": e.instance_path().to_string(), "message": e.to_string()}))
+        .collect();
+    if errors.is_empty() {
+        return Ok(Some(value));
+    }
+    let mut error = CallError::new(
+        ErrorCode::ValidationError,
+        format!("input does not match the input schema of {}", entry.definition.id),
+    );
+    error.details = serde_json::value::to_raw_value(&serde_json::json!({ "errors": errors })).ok();
+    Err(error)
+}
+
+#[derive(Deserialize)]
+struct EnvelopeProbe<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    meta: Option<&'a RawValue>,
+}
+
+/// Passes an output envelope through, filling in `meta` when the provider
+/// left it out (protocol section 4).
+fn normalize_output(output: &RawValue, operation_id: &str) -> Box<RawValue> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta<'a> {
+        source: &'static str,
+        operation_id: &'a str,
+        timestamp: u64,
+    }
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        data: &'a RawValue,
+        meta: Meta<'a>,
+    }
+    let data = match serde_json::from_str::<EnvelopeProbe<'_>>(output.get()) {
+        Ok(EnvelopeProbe { meta: Some(_), .. }) => return output.to_owned(),
+        Ok(EnvelopeProbe { data, meta: None }) => data,
+        Err(_) => Some(output),
+    };
+    let null = RawValue::NULL;
+    let envelope = Envelope {
+        data: data.unwrap_or(null),
+        meta: Meta {
+            source: "local",
+            operation_id,
+            timestamp: now_ms(),
+        },
+    };
+    serde_json::value::to_raw_value(&envelope).expect("envelope serializes")
+}
