@@ -91,8 +91,12 @@ impl Builtins for HubBuiltins {
             LIST => reply.data(LIST, listing(&self.catalog, caller.as_ref())),
             GET => {
                 let target = input["operationId"].as_str().unwrap_or_default().to_owned();
-                let not_found =
-                    || CallError::new(ErrorCode::OperationNotFound, format!("operation {target} not found"));
+                let not_found = || {
+                    CallError::new(
+                        ErrorCode::OperationNotFound,
+                        format!("operation {target} not found"),
+                    )
+                };
                 let Some(entry) = self
                     .catalog
                     .get(&target)
@@ -120,7 +124,9 @@ impl Builtins for HubBuiltins {
                                 .collect();
                             reply.data(GET, out);
                         }
-                        Err(e) => reply.error(CallError::new(ErrorCode::UnknownError, e.to_string())),
+                        Err(e) => {
+                            reply.error(CallError::new(ErrorCode::UnknownError, e.to_string()))
+                        }
                     }
                 });
             }

@@ -90,7 +90,11 @@ impl Catalog {
     }
 
     /// Adds or replaces a definition whose schema is already compiled.
-    pub fn put_compiled(&self, definition: Definition, validator: Option<Arc<jsonschema::Validator>>) {
+    pub fn put_compiled(
+        &self,
+        definition: Definition,
+        validator: Option<Arc<jsonschema::Validator>>,
+    ) {
         let id: Arc<str> = definition.id.as_str().into();
         let mut entries = self.entries.write().unwrap();
         let (providers, sequence) = match entries.get(&id) {
@@ -121,7 +125,11 @@ impl Catalog {
         let mut entries = self.entries.write().unwrap();
         let affected: Vec<Arc<str>> = entries
             .iter()
-            .filter(|(_, e)| e.providers.iter().any(|p| p.connection.session_id == session_id))
+            .filter(|(_, e)| {
+                e.providers
+                    .iter()
+                    .any(|p| p.connection.session_id == session_id)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in affected {

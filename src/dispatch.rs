@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use crate::catalog::{Catalog, Entry};
 use crate::connection::{now_ms, Connection};
 use crate::policy::{Candidate, Decision, RouteCall, RoutingPolicy};
-use crate::protocol::{self, AccessLevel, ErrorCode, ForwardedCall, Identity, OperationType, PrincipalKind};
+use crate::protocol::{
+    self, AccessLevel, ErrorCode, ForwardedCall, Identity, OperationType, PrincipalKind,
+};
 use crate::store::Source;
 
 /// A call's failure as the caller receives it.
@@ -149,7 +151,13 @@ struct Shared {
 /// which may read the store: built-ins are not on the relay path.
 pub trait Builtins: Send + Sync {
     /// Runs built-in `operation_id` and delivers its answer to `caller`.
-    fn run(&self, operation_id: &str, input: serde_json::Value, caller: Option<Identity>, reply: Reply);
+    fn run(
+        &self,
+        operation_id: &str,
+        input: serde_json::Value,
+        caller: Option<Identity>,
+        reply: Reply,
+    );
 }
 
 /// Delivers the one answer of a call that has no provider (built-ins, early failures).
@@ -204,7 +212,11 @@ impl Dispatcher {
 
     /// Calls open right now.
     pub fn open_calls(&self) -> usize {
-        self.shared.calls.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shared
+            .calls
+            .iter()
+            .map(|s| s.lock().unwrap().len())
+            .sum()
     }
 
     fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Call>> {
@@ -221,7 +233,11 @@ impl Dispatcher {
         identity: Option<&Identity>,
         request: CallRequest<'_>,
     ) -> Result<Option<u64>, CallError> {
-        if let Caller::Connection { connection, request_id } = &caller {
+        if let Caller::Connection {
+            connection,
+            request_id,
+        } = &caller
+        {
             let calls = connection.calls.lock().unwrap();
             if calls.calling.contains_key(request_id) {
                 return Err(CallError::new(
@@ -243,35 +259,59 @@ impl Dispatcher {
         let input = validate(&entry, request.input)?;
         if entry.definition.spec.source == Source::Builtin {
             let input = input.unwrap_or_else(|| parse_input(request.input));
-            self.shared
-                .builtins
-                .run(&entry.definition.id, input, identity.cloned(), Reply(caller));
+            self.shared.builtins.run(
+                &entry.definition.id,
+                input,
+                identity.cloned(),
+                Reply(caller),
+            );
             return Ok(None);
         }
         if entry.providers.is_empty() {
             return Err(CallError::new(
                 ErrorCode::NoProvider,
-                format!("operation {} has no connected provider", entry.definition.id),
+                format!(
+                    "operation {} has no connected provider",
+                    entry.definition.id
+                ),
             ));
         }
         let deadline = match request.deadline_ms {
             Some(at) => {
                 let now = now_ms();
                 if at <= now {
-                    return Err(CallError::new(ErrorCode::Timeout, "the call's deadline has already passed"));
+                    return Err(CallError::new(
+                        ErrorCode::Timeout,
+                        "the call's deadline has already passed",
+                    ));
                 }
                 Some(Instant::now() + Duration::from_millis(at - now))
             }
             None => None,
         };
         let provider = self.route(&entry, identity, request.metadata.as_ref())?;
-        Ok(Some(self.forward(caller, identity, &entry, provider, &request, deadline)))
+        Ok(Some(self.forward(
+            caller, identity, &entry, provider, &request, deadline,
+        )))
     }
 
     /// Finds the definition and checks that `identity` may call it.
-    fn lookup(&self, operation_id: &str, identity: Option<&Identity>) -> Result<Arc<Entry>, CallError> {
-        let not_found = || CallError::new(ErrorCode::OperationNotFound, format!("operation {operation_id} not found"));
-        let entry = self.shared.catalog.get(operation_id).ok_or_else(not_found)?;
+    fn lookup(
+        &self,
+        operation_id: &str,
+        identity: Option<&Identity>,
+    ) -> Result<Arc<Entry>, CallError> {
+        let not_found = || {
+            CallError::new(
+                ErrorCode::OperationNotFound,
+                format!("operation {operation_id} not found"),
+            )
+        };
+        let entry = self
+            .shared
+            .catalog
+            .get(operation_id)
+            .ok_or_else(not_found)?;
         match check_access(&entry, identity) {
             Access::Allowed => Ok(entry),
             Access::Hidden => Err(not_found()),
@@ -281,7 +321,10 @@ impl Dispatcher {
             )),
             Access::Denied(missing) => Err(CallError::new(
                 ErrorCode::AccessDenied,
-                format!("operation {operation_id} requires scopes the caller lacks: {}", missing.join(", ")),
+                format!(
+                    "operation {operation_id} requires scopes the caller lacks: {}",
+                    missing.join(", ")
+                ),
             )),
         }
     }
@@ -320,13 +363,19 @@ impl Dispatcher {
             Decision::Choose(i) => Some(i),
             Decision::Ordered(order) => order.into_iter().find(|&i| i < candidates.len()),
             Decision::Refuse(reason) => {
-                return Err(CallError::new(ErrorCode::RoutingError, format!("routing refused the call: {reason}")))
+                return Err(CallError::new(
+                    ErrorCode::RoutingError,
+                    format!("routing refused the call: {reason}"),
+                ))
             }
         };
         chosen.filter(|&i| i < candidates.len()).ok_or_else(|| {
             CallError::new(
                 ErrorCode::RoutingError,
-                format!("the routing policy chose no valid candidate among {}", candidates.len()),
+                format!(
+                    "the routing policy chose no valid candidate among {}",
+                    candidates.len()
+                ),
             )
         })
     }
@@ -360,8 +409,17 @@ impl Dispatcher {
                 identity: identity.unwrap_or(&anonymous),
             },
         );
-        if let Caller::Connection { connection, request_id } = &caller {
-            connection.calls.lock().unwrap().calling.insert(request_id.clone(), id);
+        if let Caller::Connection {
+            connection,
+            request_id,
+        } = &caller
+        {
+            connection
+                .calls
+                .lock()
+                .unwrap()
+                .calling
+                .insert(request_id.clone(), id);
         }
         provider.in_flight.fetch_add(1, Ordering::Relaxed);
         self.shard(id).lock().unwrap().insert(
@@ -442,11 +500,19 @@ impl Dispatcher {
 
     /// An event from the provider of a call: `call.responded`,
     /// `call.completed`, `call.error` or `call.aborted`.
-    pub fn provider_event(&self, from: &Connection, kind: &str, event: protocol::CallEventIn<'_>) -> Result<(), CallError> {
+    pub fn provider_event(
+        &self,
+        from: &Connection,
+        kind: &str,
+        event: protocol::CallEventIn<'_>,
+    ) -> Result<(), CallError> {
         let Some(id) = parse_hub_id(&event.request_id) else {
             return Err(CallError::new(
                 ErrorCode::ProtocolError,
-                format!("{kind} names requestId {:?}, which is not a call the hub sent", event.request_id),
+                format!(
+                    "{kind} names requestId {:?}, which is not a call the hub sent",
+                    event.request_id
+                ),
             ));
         };
         let streaming = {
@@ -455,7 +521,9 @@ impl Dispatcher {
                 // Late events of calls that already ended (timed out, aborted) are dropped.
                 None => return Ok(()),
                 Some(call) if call.provider.session_id != from.session_id => return Ok(()),
-                Some(call) if kind == "call.responded" && call.op_type == OperationType::Subscription => {
+                Some(call)
+                    if kind == "call.responded" && call.op_type == OperationType::Subscription =>
+                {
                     call.last_event = Instant::now();
                     Some((call.caller.clone(), call.operation_id.clone()))
                 }
@@ -465,7 +533,10 @@ impl Dispatcher {
         let end = match kind {
             "call.responded" => {
                 let Some(output) = event.output else {
-                    return Err(CallError::new(ErrorCode::ProtocolError, "call.responded needs an output"));
+                    return Err(CallError::new(
+                        ErrorCode::ProtocolError,
+                        "call.responded needs an output",
+                    ));
                 };
                 let operation_id = match &streaming {
                     Some((_, op)) => op.clone(),
@@ -480,18 +551,31 @@ impl Dispatcher {
             }
             "call.completed" => End::Completed,
             "call.error" => End::Error(CallError {
-                code: event.code.map(|c| Cow::Owned(c.into_owned())).unwrap_or(Cow::Borrowed(ErrorCode::ExecutionError.as_str())),
-                message: event.message.map(Cow::into_owned).unwrap_or_else(|| "the provider reported an error".to_owned()),
+                code: event
+                    .code
+                    .map(|c| Cow::Owned(c.into_owned()))
+                    .unwrap_or(Cow::Borrowed(ErrorCode::ExecutionError.as_str())),
+                message: event
+                    .message
+                    .map(Cow::into_owned)
+                    .unwrap_or_else(|| "the provider reported an error".to_owned()),
                 details: event.details.map(|d| d.to_owned()),
             }),
-            _ => End::Error(CallError::new(ErrorCode::Aborted, "the provider aborted the call")),
+            _ => End::Error(CallError::new(
+                ErrorCode::Aborted,
+                "the provider aborted the call",
+            )),
         };
         self.finish(id, end);
         Ok(())
     }
 
     fn operation_of(&self, id: u64) -> Option<Arc<str>> {
-        self.shard(id).lock().unwrap().get(&id).map(|c| c.operation_id.clone())
+        self.shard(id)
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|c| c.operation_id.clone())
     }
 
     /// The caller's `call.aborted`: stops the call and tells its provider.
@@ -513,7 +597,10 @@ impl Dispatcher {
         let (calling, serving) = {
             let mut calls = connection.calls.lock().unwrap();
             calls.gone = true;
-            (std::mem::take(&mut calls.calling), std::mem::take(&mut calls.serving))
+            (
+                std::mem::take(&mut calls.calling),
+                std::mem::take(&mut calls.serving),
+            )
         };
         for id in calling.into_values() {
             self.finish(id, End::CallerGone);
@@ -549,16 +636,29 @@ impl Dispatcher {
         if !matches!(end, End::ProviderGone) {
             call.provider.calls.lock().unwrap().serving.remove(&id);
         }
-        if let Caller::Connection { connection, request_id } = &call.caller {
+        if let Caller::Connection {
+            connection,
+            request_id,
+        } = &call.caller
+        {
             if !matches!(end, End::CallerGone) {
                 connection.calls.lock().unwrap().calling.remove(request_id);
             }
         }
         if matches!(
             end,
-            End::Timeout(_) | End::CallerAborted | End::CallerGone | End::ParentEnded | End::Shutdown
+            End::Timeout(_)
+                | End::CallerAborted
+                | End::CallerGone
+                | End::ParentEnded
+                | End::Shutdown
         ) {
-            call.provider.send(protocol::frame("call.aborted", &RequestIdOnly { request_id: &format!("h{id}") }));
+            call.provider.send(protocol::frame(
+                "call.aborted",
+                &RequestIdOnly {
+                    request_id: &format!("h{id}"),
+                },
+            ));
         }
         let early = end.is_early();
         deliver(&call.caller, end);
@@ -594,15 +694,24 @@ fn deliver(caller: &Caller, end: End) {
             ErrorCode::ProviderGone,
             "the provider disconnected before it answered",
         )),
-        End::ParentEnded => CallEvent::Error(CallError::new(ErrorCode::Aborted, "the parent call ended early")),
-        End::Shutdown => CallEvent::Error(CallError::new(ErrorCode::Aborted, "the hub is shutting down")),
+        End::ParentEnded => CallEvent::Error(CallError::new(
+            ErrorCode::Aborted,
+            "the parent call ended early",
+        )),
+        End::Shutdown => CallEvent::Error(CallError::new(
+            ErrorCode::Aborted,
+            "the hub is shutting down",
+        )),
         End::CallerAborted | End::CallerGone => return,
     };
     match caller {
         Caller::Channel(tx) => {
             let _ = tx.send(event);
         }
-        Caller::Connection { connection, request_id } => {
+        Caller::Connection {
+            connection,
+            request_id,
+        } => {
             connection.send(event_frame(request_id, &event));
         }
     }
@@ -611,7 +720,9 @@ fn deliver(caller: &Caller, end: End) {
 /// The frame a WebSocket caller receives for `event`.
 pub fn event_frame(request_id: &str, event: &CallEvent) -> String {
     match event {
-        CallEvent::Responded(output) => protocol::frame("call.responded", &RespondedOut { request_id, output }),
+        CallEvent::Responded(output) => {
+            protocol::frame("call.responded", &RespondedOut { request_id, output })
+        }
         CallEvent::Completed => protocol::frame("call.completed", &RequestIdOnly { request_id }),
         CallEvent::Error(e) => protocol::frame(
             "call.error",
@@ -682,7 +793,10 @@ fn parse_input(input: Option<&RawValue>) -> serde_json::Value {
 
 /// Checks the input against the compiled schema. Returns the parsed input
 /// when it had to be parsed, so built-ins need not parse it again.
-fn validate(entry: &Entry, input: Option<&RawValue>) -> Result<Option<serde_json::Value>, CallError> {
+fn validate(
+    entry: &Entry,
+    input: Option<&RawValue>,
+) -> Result<Option<serde_json::Value>, CallError> {
     let Some(validator) = &entry.validator else {
         return Ok(None);
     };
@@ -697,7 +811,10 @@ fn validate(entry: &Entry, input: Option<&RawValue>) -> Result<Option<serde_json
     }
     let mut error = CallError::new(
         ErrorCode::ValidationError,
-        format!("input does not match the input schema of {}", entry.definition.id),
+        format!(
+            "input does not match the input schema of {}",
+            entry.definition.id
+        ),
     );
     error.details = serde_json::value::to_raw_value(&serde_json::json!({ "errors": errors })).ok();
     Err(error)

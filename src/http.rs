@@ -60,21 +60,34 @@ async fn healthz(State(hub): State<Hub>) -> (StatusCode, Json<serde_json::Value>
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_owned())
 }
 
-async fn connect_spoke(State(hub): State<Hub>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn connect_spoke(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     upgrade(hub, headers, ws, PrincipalKind::Spoke)
 }
 
-async fn connect_client(State(hub): State<Hub>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn connect_client(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     upgrade(hub, headers, ws, PrincipalKind::Client)
 }
 
 fn upgrade(hub: Hub, headers: HeaderMap, ws: WebSocketUpgrade, kind: PrincipalKind) -> Response {
     if hub.is_shutting_down() {
-        return error_response(CallError::new(ErrorCode::UnknownError, "the hub is shutting down"));
+        return error_response(CallError::new(
+            ErrorCode::UnknownError,
+            "the hub is shutting down",
+        ));
     }
     let limit = hub.config().limits.max_frame_bytes;
     let token = bearer(&headers);
@@ -105,13 +118,20 @@ async fn identify(hub: &Hub, headers: &HeaderMap) -> Result<Option<Identity>, Ca
             id: p.id,
             scopes: p.scopes,
         })),
-        None => Err(CallError::new(ErrorCode::Unauthenticated, "the bearer token is not valid")),
+        None => Err(CallError::new(
+            ErrorCode::Unauthenticated,
+            "the bearer token is not valid",
+        )),
     }
 }
 
 async fn list_operations(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     match identify(&hub, &headers).await {
-        Ok(identity) => Json(builtins::listing(hub.dispatcher().catalog(), identity.as_ref())).into_response(),
+        Ok(identity) => Json(builtins::listing(
+            hub.dispatcher().catalog(),
+            identity.as_ref(),
+        ))
+        .into_response(),
         Err(e) => error_response(e),
     }
 }
@@ -144,16 +164,30 @@ async fn start_http_call(
     headers: &HeaderMap,
     operation_id: &str,
     body: &Bytes,
-) -> Result<(mpsc::UnboundedReceiver<CallEvent>, AbortOnDrop, OperationType), CallError> {
+) -> Result<
+    (
+        mpsc::UnboundedReceiver<CallEvent>,
+        AbortOnDrop,
+        OperationType,
+    ),
+    CallError,
+> {
     if hub.is_shutting_down() {
-        return Err(CallError::new(ErrorCode::UnknownError, "the hub is shutting down"));
+        return Err(CallError::new(
+            ErrorCode::UnknownError,
+            "the hub is shutting down",
+        ));
     }
     let identity = identify(hub, headers).await?;
     let request: HttpCall = if body.iter().all(u8::is_ascii_whitespace) {
         HttpCall::default()
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| CallError::new(ErrorCode::ProtocolError, format!("invalid request body: {e}")))?
+        serde_json::from_slice(body).map_err(|e| {
+            CallError::new(
+                ErrorCode::ProtocolError,
+                format!("invalid request body: {e}"),
+            )
+        })?
     };
     let timeout = request
         .timeout_ms
@@ -181,8 +215,14 @@ async fn start_http_call(
 }
 
 /// `POST /v1/operations/{id}/call`: the first result, as JSON.
-async fn call(State(hub): State<Hub>, Path(operation_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let (mut events, _guard, _) = match start_http_call(&hub, &headers, &operation_id, &body).await {
+async fn call(
+    State(hub): State<Hub>,
+    Path(operation_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (mut events, _guard, _) = match start_http_call(&hub, &headers, &operation_id, &body).await
+    {
         Ok(started) => started,
         Err(e) => return error_response(e),
     };
@@ -198,7 +238,10 @@ async fn call(State(hub): State<Hub>, Path(operation_id): Path<String>, headers:
             ErrorCode::ExecutionError,
             format!("operation {operation_id} completed without a result"),
         )),
-        None => error_response(CallError::new(ErrorCode::UnknownError, "the call ended without an answer")),
+        None => error_response(CallError::new(
+            ErrorCode::UnknownError,
+            "the call ended without an answer",
+        )),
     }
 }
 
@@ -210,7 +253,9 @@ async fn subscribe(
     body: Bytes,
 ) -> Response {
     match start_http_call(&hub, &headers, &operation_id, &body).await {
-        Ok((events, guard, op_type)) => Sse::new(event_stream(events, guard, op_type)).into_response(),
+        Ok((events, guard, op_type)) => {
+            Sse::new(event_stream(events, guard, op_type)).into_response()
+        }
         Err(e) => error_response(e),
     }
 }
@@ -228,28 +273,40 @@ fn event_stream(
         Completed,
         End,
     }
-    futures_util::stream::unfold((events, guard, Next::Event), move |(mut events, guard, next)| async move {
-        let (event, next) = match next {
-            Next::End => return None,
-            Next::Completed => (Event::default().event("completed").data("{}"), Next::End),
-            Next::Event => match events.recv().await {
-                Some(CallEvent::Responded(output)) => {
-                    // A query or mutation has one result; completed follows it.
-                    let after = if op_type == OperationType::Subscription {
-                        Next::Event
-                    } else {
-                        Next::Completed
-                    };
-                    (Event::default().event("responded").data(output.get()), after)
-                }
-                Some(CallEvent::Completed) => (Event::default().event("completed").data("{}"), Next::End),
-                Some(CallEvent::Error(e)) => {
-                    let body = json!({"code": e.code, "message": e.message, "details": e.details});
-                    (Event::default().event("error").data(body.to_string()), Next::End)
-                }
-                None => return None,
-            },
-        };
-        Some((Ok(event), (events, guard, next)))
-    })
+    futures_util::stream::unfold(
+        (events, guard, Next::Event),
+        move |(mut events, guard, next)| async move {
+            let (event, next) = match next {
+                Next::End => return None,
+                Next::Completed => (Event::default().event("completed").data("{}"), Next::End),
+                Next::Event => match events.recv().await {
+                    Some(CallEvent::Responded(output)) => {
+                        // A query or mutation has one result; completed follows it.
+                        let after = if op_type == OperationType::Subscription {
+                            Next::Event
+                        } else {
+                            Next::Completed
+                        };
+                        (
+                            Event::default().event("responded").data(output.get()),
+                            after,
+                        )
+                    }
+                    Some(CallEvent::Completed) => {
+                        (Event::default().event("completed").data("{}"), Next::End)
+                    }
+                    Some(CallEvent::Error(e)) => {
+                        let body =
+                            json!({"code": e.code, "message": e.message, "details": e.details});
+                        (
+                            Event::default().event("error").data(body.to_string()),
+                            Next::End,
+                        )
+                    }
+                    None => return None,
+                },
+            };
+            Some((Ok(event), (events, guard, next)))
+        },
+    )
 }

@@ -111,7 +111,8 @@ impl Emitter {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type QueryHandler = Arc<dyn Fn(Request) -> BoxFuture<Result<Value, PeerError>> + Send + Sync>;
-type StreamHandler = Arc<dyn Fn(Request, Emitter) -> BoxFuture<Result<(), PeerError>> + Send + Sync>;
+type StreamHandler =
+    Arc<dyn Fn(Request, Emitter) -> BoxFuture<Result<(), PeerError>> + Send + Sync>;
 
 #[derive(Clone)]
 enum Handler {
@@ -190,20 +191,26 @@ impl PeerBuilder {
 
     /// Connects, sends `hello`, and waits for `welcome`.
     pub async fn connect(self) -> Result<Peer, PeerError> {
-        let mut request = self
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| PeerError::new("CONNECTION_FAILED", format!("invalid url {}: {e}", self.url)))?;
+        let mut request = self.url.as_str().into_client_request().map_err(|e| {
+            PeerError::new(
+                "CONNECTION_FAILED",
+                format!("invalid url {}: {e}", self.url),
+            )
+        })?;
         if self.token_in_header {
-            let value = format!("Bearer {}", self.token)
-                .parse()
-                .map_err(|_| PeerError::new("CONNECTION_FAILED", "the token is not a valid header value"))?;
+            let value = format!("Bearer {}", self.token).parse().map_err(|_| {
+                PeerError::new("CONNECTION_FAILED", "the token is not a valid header value")
+            })?;
             request.headers_mut().insert("authorization", value);
         }
         let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
-            .map_err(|e| PeerError::new("CONNECTION_FAILED", format!("cannot connect to {}: {e}", self.url)))?;
+            .map_err(|e| {
+                PeerError::new(
+                    "CONNECTION_FAILED",
+                    format!("cannot connect to {}: {e}", self.url),
+                )
+            })?;
         let (mut sink, mut stream) = socket.split();
         let (out, mut outbound) = mpsc::unbounded_channel::<Message>();
         let (closed_tx, closed) = watch::channel(None);
@@ -228,7 +235,11 @@ impl PeerBuilder {
         });
         let peer = Peer { inner };
         let (welcome_tx, welcome_rx) = oneshot::channel();
-        peer.inner.control.lock().unwrap().push(("welcome", welcome_tx));
+        peer.inner
+            .control
+            .lock()
+            .unwrap()
+            .push(("welcome", welcome_tx));
         let mut hello = json!({"operations": self.specs, "labels": self.labels});
         if !self.token_in_header {
             hello["token"] = json!(self.token);
@@ -266,6 +277,8 @@ impl PeerBuilder {
 }
 
 type Pending = mpsc::UnboundedSender<Result<Value, PeerError>>;
+/// A reply awaited by type (`welcome`, `registered`, `unregistered`).
+type AwaitedReply = (&'static str, oneshot::Sender<Result<Value, PeerError>>);
 
 struct Inner {
     out: mpsc::UnboundedSender<Message>,
@@ -275,7 +288,7 @@ struct Inner {
     /// Calls I serve: the hub's request id → the handler's task.
     serving: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Replies awaited in order: `welcome`, `registered`, `unregistered`.
-    control: Mutex<Vec<(&'static str, oneshot::Sender<Result<Value, PeerError>>)>>,
+    control: Mutex<Vec<AwaitedReply>>,
     /// Connection-level `error` events received.
     errors: Mutex<Vec<PeerError>>,
     handlers: Mutex<HashMap<String, Handler>>,
@@ -291,7 +304,9 @@ pub struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer").field("closed", &self.close_code()).finish()
+        f.debug_struct("Peer")
+            .field("closed", &self.close_code())
+            .finish()
     }
 }
 
@@ -348,7 +363,12 @@ impl Subscription {
     fn stop(&mut self) {
         if !self.done {
             self.done = true;
-            self.peer.inner.calls.lock().unwrap().remove(&self.request_id);
+            self.peer
+                .inner
+                .calls
+                .lock()
+                .unwrap()
+                .remove(&self.request_id);
             self.peer
                 .send(frame("call.aborted", json!({"requestId": self.request_id})));
         }
@@ -380,7 +400,10 @@ impl Peer {
     /// Waits until the hub closes the connection; returns the close code.
     pub async fn closed(&self) -> u16 {
         let mut closed = self.inner.closed.clone();
-        let code = closed.wait_for(|c| c.is_some()).await.map(|c| c.unwrap_or(1006));
+        let code = closed
+            .wait_for(|c| c.is_some())
+            .await
+            .map(|c| c.unwrap_or(1006));
         code.unwrap_or(1006)
     }
 
@@ -405,14 +428,23 @@ impl Peer {
 
     /// Calls a query or mutation and returns its output envelope.
     pub async fn call(&self, operation_id: &str, input: Value) -> Result<Value, PeerError> {
-        self.call_with(operation_id, input, CallOptions::default()).await
+        self.call_with(operation_id, input, CallOptions::default())
+            .await
     }
 
     /// [`Peer::call`] with options.
-    pub async fn call_with(&self, operation_id: &str, input: Value, options: CallOptions) -> Result<Value, PeerError> {
+    pub async fn call_with(
+        &self,
+        operation_id: &str,
+        input: Value,
+        options: CallOptions,
+    ) -> Result<Value, PeerError> {
         let (request_id, mut events) = self.start(operation_id, input, options);
         let result = match events.recv().await {
-            Some(Ok(Value::Null)) => Err(PeerError::new("EXECUTION_ERROR", "completed without a result")),
+            Some(Ok(Value::Null)) => Err(PeerError::new(
+                "EXECUTION_ERROR",
+                "completed without a result",
+            )),
             Some(result) => result,
             None => Err(PeerError::closed()),
         };
@@ -421,7 +453,12 @@ impl Peer {
     }
 
     /// Starts a subscription.
-    pub fn subscribe(&self, operation_id: &str, input: Value, options: CallOptions) -> Subscription {
+    pub fn subscribe(
+        &self,
+        operation_id: &str,
+        input: Value,
+        options: CallOptions,
+    ) -> Subscription {
         let (request_id, events) = self.start(operation_id, input, options);
         Subscription {
             peer: self.clone(),
@@ -439,8 +476,13 @@ impl Peer {
     ) -> (String, mpsc::UnboundedReceiver<Result<Value, PeerError>>) {
         let request_id = format!("c-{}", self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner.calls.lock().unwrap().insert(request_id.clone(), tx.clone());
-        let mut payload = json!({"requestId": request_id, "operationId": operation_id, "input": input});
+        self.inner
+            .calls
+            .lock()
+            .unwrap()
+            .insert(request_id.clone(), tx.clone());
+        let mut payload =
+            json!({"requestId": request_id, "operationId": operation_id, "input": input});
         if let Some(parent) = options.parent_request_id {
             payload["parentRequestId"] = json!(parent);
         }
@@ -462,7 +504,12 @@ impl Peer {
     /// Declares more operations (`register`) served by `handler`s added with
     /// [`Peer::add_operation`]; returns the hub's `registered`.
     pub async fn register(&self, specs: Vec<OperationSpec>) -> Result<RegisterResult, PeerError> {
-        let value = self.control("registered", frame("register", json!({"operations": specs}))).await?;
+        let value = self
+            .control(
+                "registered",
+                frame("register", json!({"operations": specs})),
+            )
+            .await?;
         serde_json::from_value(value).map_err(|e| PeerError::new("PROTOCOL_ERROR", e.to_string()))
     }
 
@@ -482,9 +529,12 @@ impl Peer {
 
     /// Withdraws operations by their declared ids (`unregister`).
     pub async fn unregister(&self, operation_ids: &[&str]) -> Result<(), PeerError> {
-        self.control("unregistered", frame("unregister", json!({"operationIds": operation_ids})))
-            .await
-            .map(|_| ())
+        self.control(
+            "unregistered",
+            frame("unregister", json!({"operationIds": operation_ids})),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn control(&self, expect: &'static str, text: String) -> Result<Value, PeerError> {
@@ -527,7 +577,10 @@ impl Peer {
                 if let Some(task) = self.inner.serving.lock().unwrap().remove(id) {
                     task.abort();
                 } else if let Some(tx) = self.inner.calls.lock().unwrap().remove(id) {
-                    let _ = tx.send(Err(PeerError::new("ABORTED", "the provider aborted the call")));
+                    let _ = tx.send(Err(PeerError::new(
+                        "ABORTED",
+                        "the provider aborted the call",
+                    )));
                 }
             }
             "call.responded" | "call.completed" | "call.error" => {
@@ -539,7 +592,11 @@ impl Peer {
                     _ => Err(error_of(&payload)),
                 };
                 let last = kind != "call.responded";
-                let tx = if last { calls.remove(id) } else { calls.get(id).cloned() };
+                let tx = if last {
+                    calls.remove(id)
+                } else {
+                    calls.get(id).cloned()
+                };
                 if let Some(tx) = tx {
                     let _ = tx.send(event);
                 }
@@ -550,8 +607,17 @@ impl Peer {
 
     fn serve(&self, payload: Value) {
         let request_id = payload["requestId"].as_str().unwrap_or_default().to_owned();
-        let operation_id = payload["operationId"].as_str().unwrap_or_default().to_owned();
-        let handler = self.inner.handlers.lock().unwrap().get(&operation_id).cloned();
+        let operation_id = payload["operationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let handler = self
+            .inner
+            .handlers
+            .lock()
+            .unwrap()
+            .get(&operation_id)
+            .cloned();
         let Some(handler) = handler else {
             self.send(frame(
                 "call.error",
@@ -576,7 +642,10 @@ impl Peer {
         let task = tokio::spawn(async move {
             let reply = match handler {
                 Handler::Query(h) => match h(request).await {
-                    Ok(data) => frame("call.responded", json!({"requestId": id, "output": {"data": data}})),
+                    Ok(data) => frame(
+                        "call.responded",
+                        json!({"requestId": id, "output": {"data": data}}),
+                    ),
                     Err(e) => error_frame(&id, &e),
                 },
                 Handler::Stream(h) => {
@@ -605,7 +674,10 @@ impl Peer {
             task.abort();
         }
         for (_, tx) in self.inner.control.lock().unwrap().drain(..) {
-            let _ = tx.send(Err(PeerError::new("CONNECTION_CLOSED", format!("closed with code {code}"))));
+            let _ = tx.send(Err(PeerError::new(
+                "CONNECTION_CLOSED",
+                format!("closed with code {code}"),
+            )));
         }
         let _ = closed.send(Some(code));
     }
@@ -625,7 +697,10 @@ fn error_frame(request_id: &str, e: &PeerError) -> String {
 
 fn error_of(payload: &Value) -> PeerError {
     PeerError {
-        code: payload["code"].as_str().unwrap_or("UNKNOWN_ERROR").to_owned(),
+        code: payload["code"]
+            .as_str()
+            .unwrap_or("UNKNOWN_ERROR")
+            .to_owned(),
         message: payload["message"].as_str().unwrap_or_default().to_owned(),
         details: payload.get("details").filter(|d| !d.is_null()).cloned(),
     }

@@ -203,7 +203,10 @@ mod tests {
             metadata: None,
             sequence: 0,
         };
-        assert_eq!(LeastInFlight.choose(&call, &[cand(3), cand(1), cand(2)]), Decision::Choose(1));
+        assert_eq!(
+            LeastInFlight.choose(&call, &[cand(3), cand(1), cand(2)]),
+            Decision::Choose(1)
+        );
         let mut seen = [0; 2];
         for _ in 0..200 {
             match LeastInFlight.choose(&call, &[cand(0), cand(0)]) {

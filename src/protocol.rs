@@ -76,7 +76,6 @@ text_enum!(OperationType { Query => "query", Mutation => "mutation", Subscriptio
 text_enum!(AccessLevel { Public => "public", Authenticated => "authenticated", Scoped => "scoped", Internal => "internal" });
 text_enum!(PrincipalKind { Spoke => "spoke", Client => "client" });
 
-
 /// Error codes of the protocol (section 4). Providers may send their own
 /// domain codes too; those travel as plain strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

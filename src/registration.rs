@@ -29,7 +29,11 @@ pub struct Registrar {
     remap: Arc<RwLock<Arc<dyn RemapPolicy>>>,
 }
 
-fn reject(operation_id: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Rejected {
+fn reject(
+    operation_id: impl Into<String>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Rejected {
     Rejected {
         operation_id: operation_id.into(),
         code,
@@ -81,8 +85,13 @@ impl Registrar {
         mine: &mut SessionRegistrations,
     ) -> Result<Registered, Rejected> {
         let declared_id = declared_id(&value);
-        let spec: OperationSpec = serde_json::from_value(value)
-            .map_err(|e| reject(&declared_id, ErrorCode::ValidationError, format!("invalid operation spec: {e}")))?;
+        let spec: OperationSpec = serde_json::from_value(value).map_err(|e| {
+            reject(
+                &declared_id,
+                ErrorCode::ValidationError,
+                format!("invalid operation spec: {e}"),
+            )
+        })?;
         let pre_remap_id = spec.id();
         let invalid = |message: String| reject(&pre_remap_id, ErrorCode::ValidationError, message);
         names::check_namespace(&spec.namespace).map_err(invalid)?;
@@ -93,13 +102,16 @@ impl Registrar {
             )));
         }
         let validator = match &spec.input_schema {
-            Some(schema) => Some(Arc::new(
-                compile_schema(schema).map_err(|e| invalid(format!("inputSchema of {pre_remap_id}: {e}")))?,
-            )),
+            Some(schema) => {
+                Some(Arc::new(compile_schema(schema).map_err(|e| {
+                    invalid(format!("inputSchema of {pre_remap_id}: {e}"))
+                })?))
+            }
             None => None,
         };
         if let Some(schema) = &spec.output_schema {
-            compile_schema(schema).map_err(|e| invalid(format!("outputSchema of {pre_remap_id}: {e}")))?;
+            compile_schema(schema)
+                .map_err(|e| invalid(format!("outputSchema of {pre_remap_id}: {e}")))?;
         }
         if let Some((operation_id, registration_id)) = mine.get(&pre_remap_id) {
             return Ok(Registered {
@@ -128,9 +140,15 @@ impl Registrar {
             .map_err(|reason| invalid(format!("remap refused {pre_remap_id}: {reason}")))?;
         names::check_namespace(&namespace)
             .and_then(|_| names::check_name(&op_name))
-            .map_err(|e| invalid(format!("remap of {pre_remap_id} produced an invalid id: {e}")))?;
+            .map_err(|e| {
+                invalid(format!(
+                    "remap of {pre_remap_id} produced an invalid id: {e}"
+                ))
+            })?;
         if is_reserved(&namespace) {
-            return Err(invalid(format!("remap of {pre_remap_id} produced an id in the reserved namespace `hub`")));
+            return Err(invalid(format!(
+                "remap of {pre_remap_id} produced an id in the reserved namespace `hub`"
+            )));
         }
         let operation_id = format!("{namespace}.{op_name}");
 
@@ -160,10 +178,14 @@ impl Registrar {
             description: spec.description.clone(),
             source: Source::Spoke,
         };
-        let (definition, _) = self.store.define_operation(&new).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => invalid(e.to_string()),
-            other => reject(&pre_remap_id, ErrorCode::UnknownError, other.to_string()),
-        })?;
+        let (definition, _) = self
+            .store
+            .define_operation(&new)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => invalid(e.to_string()),
+                other => reject(&pre_remap_id, ErrorCode::UnknownError, other.to_string()),
+            })?;
         let registration = self
             .store
             .activate_registration(&NewRegistration {
@@ -180,7 +202,10 @@ impl Registrar {
                     reject(
                         &pre_remap_id,
                         ErrorCode::AlreadyRegistered,
-                        format!("operation {operation_id} is already actively provided by {}", identity.id),
+                        format!(
+                            "operation {operation_id} is already actively provided by {}",
+                            identity.id
+                        ),
                     )
                 } else {
                     reject(&pre_remap_id, ErrorCode::UnknownError, e.to_string())
@@ -197,7 +222,10 @@ impl Registrar {
                 in_flight: Arc::new(AtomicU32::new(0)),
             },
         );
-        mine.insert(pre_remap_id.clone(), (operation_id.clone(), registration_id.clone()));
+        mine.insert(
+            pre_remap_id.clone(),
+            (operation_id.clone(), registration_id.clone()),
+        );
         Ok(Registered {
             operation_id,
             pre_remap_id,
@@ -220,7 +248,8 @@ impl Registrar {
         if removed.is_empty() {
             return Ok(());
         }
-        self.catalog.remove_session(connection.session_id, Some(&removed));
+        self.catalog
+            .remove_session(connection.session_id, Some(&removed));
         let ids: Vec<String> = removed.iter().map(|r| r.to_string()).collect();
         self.store
             .deactivate_registrations(connection.identity.kind, &connection.identity.id, &ids)
@@ -231,7 +260,11 @@ impl Registrar {
     /// A session ended (its providers have already left the catalog): unless
     /// a newer session of the same spoke took over, its registrations become
     /// inactive.
-    pub async fn session_ended(&self, connection: &Connection, mine: &SessionRegistrations) -> Result<(), StoreError> {
+    pub async fn session_ended(
+        &self,
+        connection: &Connection,
+        mine: &SessionRegistrations,
+    ) -> Result<(), StoreError> {
         if connection.is_superseded() || mine.is_empty() {
             return Ok(());
         }

@@ -121,7 +121,9 @@ impl Hub {
     pub async fn attach(&self, connection: &Arc<Connection>) {
         let old = {
             let mut sessions = self.shared.sessions.lock().unwrap();
-            sessions.all.insert(connection.session_id, connection.clone());
+            sessions
+                .all
+                .insert(connection.session_id, connection.clone());
             match connection.identity.kind {
                 PrincipalKind::Spoke => sessions
                     .spokes
@@ -132,10 +134,19 @@ impl Hub {
         if let Some(old) = old {
             tracing::info!(spoke = %old.identity.id, old = old.session_id, new = connection.session_id, "session superseded");
             old.mark_superseded();
-            self.dispatcher().catalog().remove_session(old.session_id, None);
+            self.dispatcher()
+                .catalog()
+                .remove_session(old.session_id, None);
             self.dispatcher().connection_gone(&old);
-            old.close(close::SUPERSEDED, "superseded by a newer session of this spoke");
-            if let Err(e) = self.store().deactivate_provider(PrincipalKind::Spoke, &old.identity.id).await {
+            old.close(
+                close::SUPERSEDED,
+                "superseded by a newer session of this spoke",
+            );
+            if let Err(e) = self
+                .store()
+                .deactivate_provider(PrincipalKind::Spoke, &old.identity.id)
+                .await
+            {
                 tracing::warn!(error = %e, "could not reset the superseded session's registrations");
             }
         }
@@ -156,7 +167,14 @@ impl Hub {
     }
 
     fn live_sessions(&self) -> Vec<Arc<Connection>> {
-        self.shared.sessions.lock().unwrap().all.values().cloned().collect()
+        self.shared
+            .sessions
+            .lock()
+            .unwrap()
+            .all
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -270,7 +288,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         Ok(())
     });
     tracing::info!(%addr, "alkhub listening");
-    Ok(RunningHub { addr, hub, stop, task })
+    Ok(RunningHub {
+        addr,
+        hub,
+        stop,
+        task,
+    })
 }
 
 /// Deletes spoke-sourced definitions left without active registrations

@@ -18,8 +18,8 @@ use crate::connection::{Connection, Outbound};
 use crate::crypto::Token;
 use crate::dispatch::{event_frame, CallError, CallEvent, CallRequest, Caller};
 use crate::protocol::{
-    self, close, CallEventIn, CallRequested, Envelope, ErrorCode, Hello, Identity, PrincipalKind, Register, Unregister,
-    Welcome,
+    self, close, CallEventIn, CallRequested, Envelope, ErrorCode, Hello, Identity, PrincipalKind,
+    Register, Unregister, Welcome,
 };
 use crate::registration::SessionRegistrations;
 use crate::server::Hub;
@@ -31,7 +31,13 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
     let (mut sink, mut stream) = socket.split();
     let limits = &hub.config().limits;
 
-    let Some(hello) = await_hello(&mut sink, &mut stream, Duration::from_millis(limits.hello_timeout_ms)).await else {
+    let Some(hello) = await_hello(
+        &mut sink,
+        &mut stream,
+        Duration::from_millis(limits.hello_timeout_ms),
+    )
+    .await
+    else {
         return;
     };
     let token = hello.token.clone().or(header_token).map(Token::new);
@@ -46,7 +52,9 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
                 &format!("a valid {kind} token is required on this endpoint"),
             )))
             .await;
-        let _ = sink.send(close_frame(close::UNAUTHENTICATED, "unauthenticated")).await;
+        let _ = sink
+            .send(close_frame(close::UNAUTHENTICATED, "unauthenticated"))
+            .await;
         return;
     };
 
@@ -64,8 +72,15 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
 
     let mut mine = SessionRegistrations::new();
     let name = hello.name.clone().or(principal.name.clone());
-    let declared = take_limited(hello.operations, limits.max_operations_per_register, &connection);
-    let result = hub.registrar().register(&connection, name.as_deref(), declared, &mut mine).await;
+    let declared = take_limited(
+        hello.operations,
+        limits.max_operations_per_register,
+        &connection,
+    );
+    let result = hub
+        .registrar()
+        .register(&connection, name.as_deref(), declared, &mut mine)
+        .await;
     connection.send(protocol::frame(
         "welcome",
         &Welcome {
@@ -77,7 +92,10 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
         },
     ));
     tracing::info!(session = connection.session_id, %kind, id = %connection.identity.id, "session started");
-    let _ = hub.store().touch_principal(kind, &connection.identity.id, true).await;
+    let _ = hub
+        .store()
+        .touch_principal(kind, &connection.identity.id, true)
+        .await;
 
     let mut session = Session {
         hub: hub.clone(),
@@ -141,31 +159,49 @@ async fn await_hello(
             m = stream.next() => m,
         };
         let problem = match message {
-            Some(Ok(Message::Text(frame))) => match serde_json::from_str::<Envelope<'_>>(frame.as_str()) {
-                Ok(env) if env.kind == "hello" => {
-                    match serde_json::from_str::<Hello>(env.payload.map(|p| p.get()).unwrap_or("{}")) {
-                        Ok(hello) => return Some(hello),
-                        Err(e) => format!("invalid hello: {e}"),
+            Some(Ok(Message::Text(frame))) => {
+                match serde_json::from_str::<Envelope<'_>>(frame.as_str()) {
+                    Ok(env) if env.kind == "hello" => {
+                        match serde_json::from_str::<Hello>(
+                            env.payload.map(|p| p.get()).unwrap_or("{}"),
+                        ) {
+                            Ok(hello) => return Some(hello),
+                            Err(e) => format!("invalid hello: {e}"),
+                        }
                     }
+                    Ok(env) => format!("expected hello first, got {:?}", env.kind),
+                    Err(e) => format!("frame is not a JSON object with a type: {e}"),
                 }
-                Ok(env) => format!("expected hello first, got {:?}", env.kind),
-                Err(e) => format!("frame is not a JSON object with a type: {e}"),
-            },
+            }
             Some(Ok(Message::Binary(_))) => "binary frames are not part of the protocol".to_owned(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Err(e)) if is_too_big(&e) => {
-                let _ = sink.send(close_frame(close::TOO_BIG, "frame larger than limits.max_frame_bytes")).await;
+                let _ = sink
+                    .send(close_frame(
+                        close::TOO_BIG,
+                        "frame larger than limits.max_frame_bytes",
+                    ))
+                    .await;
                 return None;
             }
             _ => return None,
         };
-        let _ = sink.send(text(protocol::error_frame(ErrorCode::ProtocolError, &problem))).await;
+        let _ = sink
+            .send(text(protocol::error_frame(
+                ErrorCode::ProtocolError,
+                &problem,
+            )))
+            .await;
     }
 }
 
 /// Sends queued frames and heartbeat pings until a close frame or the end
 /// of the queue. Frames already queued are written together, flushed once.
-async fn write_frames(mut sink: Sink, mut outbound: mpsc::UnboundedReceiver<Outbound>, heartbeat: Duration) {
+async fn write_frames(
+    mut sink: Sink,
+    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    heartbeat: Duration,
+) {
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
     loop {
@@ -228,7 +264,11 @@ fn is_too_big(e: &axum::Error) -> bool {
 
 /// Keeps at most `limit` declarations; the rest come back in `rejected`
 /// through a connection-level error, so nothing is silently dropped.
-fn take_limited(mut declared: Vec<serde_json::Value>, limit: usize, connection: &Connection) -> Vec<serde_json::Value> {
+fn take_limited(
+    mut declared: Vec<serde_json::Value>,
+    limit: usize,
+    connection: &Connection,
+) -> Vec<serde_json::Value> {
     if declared.len() > limit {
         connection.send(protocol::error_frame(
             ErrorCode::Overloaded,
@@ -252,18 +292,23 @@ struct Session {
 
 impl Session {
     fn protocol_error(&self, message: &str) {
-        self.connection.send(protocol::error_frame(ErrorCode::ProtocolError, message));
+        self.connection
+            .send(protocol::error_frame(ErrorCode::ProtocolError, message));
     }
 
     async fn on_text(&mut self, frame: &str) {
         let envelope = match serde_json::from_str::<Envelope<'_>>(frame) {
             Ok(e) => e,
-            Err(e) => return self.protocol_error(&format!("frame is not a JSON object with a type: {e}")),
+            Err(e) => {
+                return self.protocol_error(&format!("frame is not a JSON object with a type: {e}"))
+            }
         };
         let payload = envelope.payload.map(|p| p.get()).unwrap_or("{}");
         match envelope.kind.as_ref() {
             "call.requested" => self.on_call(payload),
-            kind @ ("call.responded" | "call.completed" | "call.error" | "call.aborted") => self.on_call_event(kind, payload),
+            kind @ ("call.responded" | "call.completed" | "call.error" | "call.aborted") => {
+                self.on_call_event(kind, payload)
+            }
             "register" => match serde_json::from_str::<Register>(payload) {
                 Ok(register) => {
                     let limit = self.hub.config().limits.max_operations_per_register;
@@ -271,7 +316,12 @@ impl Session {
                     let result = self
                         .hub
                         .registrar()
-                        .register(&self.connection, self.name.as_deref(), declared, &mut self.mine)
+                        .register(
+                            &self.connection,
+                            self.name.as_deref(),
+                            declared,
+                            &mut self.mine,
+                        )
                         .await;
                     self.connection.send(protocol::frame("registered", &result));
                 }
@@ -287,7 +337,8 @@ impl Session {
                     {
                         tracing::warn!(error = %e, "unregister could not update the database");
                     }
-                    self.connection.send(protocol::frame("unregistered", &unregister));
+                    self.connection
+                        .send(protocol::frame("unregistered", &unregister));
                 }
                 Err(e) => self.protocol_error(&format!("invalid unregister: {e}")),
             },
@@ -303,7 +354,8 @@ impl Session {
                 let message = format!("invalid call.requested: {e}");
                 return match request_id_of(payload) {
                     Some(id) => {
-                        let error = CallEvent::Error(CallError::new(ErrorCode::ProtocolError, message));
+                        let error =
+                            CallEvent::Error(CallError::new(ErrorCode::ProtocolError, message));
                         self.connection.send(event_frame(&id, &error));
                     }
                     None => self.protocol_error(&message),
@@ -326,8 +378,13 @@ impl Session {
             idle_timeout_ms: call.idle_timeout,
             metadata: call.metadata,
         };
-        if let Err(error) = self.hub.dispatcher().start(caller, Some(&self.connection.identity), request) {
-            self.connection.send(event_frame(&request_id, &CallEvent::Error(error)));
+        if let Err(error) =
+            self.hub
+                .dispatcher()
+                .start(caller, Some(&self.connection.identity), request)
+        {
+            self.connection
+                .send(event_frame(&request_id, &CallEvent::Error(error)));
         }
     }
 
@@ -337,7 +394,15 @@ impl Session {
             Err(e) => return self.protocol_error(&format!("invalid {kind}: {e}")),
         };
         let dispatcher = self.hub.dispatcher();
-        if kind == "call.aborted" && self.connection.calls.lock().unwrap().calling.contains_key(event.request_id.as_ref()) {
+        if kind == "call.aborted"
+            && self
+                .connection
+                .calls
+                .lock()
+                .unwrap()
+                .calling
+                .contains_key(event.request_id.as_ref())
+        {
             dispatcher.caller_abort(&self.connection, &event.request_id);
             return;
         }
@@ -352,9 +417,16 @@ impl Session {
         let connection = &self.connection;
         self.hub.detach(connection);
         let dispatcher = self.hub.dispatcher();
-        dispatcher.catalog().remove_session(connection.session_id, None);
+        dispatcher
+            .catalog()
+            .remove_session(connection.session_id, None);
         dispatcher.connection_gone(connection);
-        if let Err(e) = self.hub.registrar().session_ended(connection, &self.mine).await {
+        if let Err(e) = self
+            .hub
+            .registrar()
+            .session_ended(connection, &self.mine)
+            .await
+        {
             tracing::warn!(error = %e, "could not mark the session's registrations inactive");
         }
         let _ = self

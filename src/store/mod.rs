@@ -140,6 +140,17 @@ impl Store {
         Ok(())
     }
 
+    /// The statement that opens a transaction which will write. SQLite needs
+    /// `BEGIN IMMEDIATE`: a deferred transaction that reads first cannot
+    /// upgrade to a writer once another connection has committed (WAL mode
+    /// answers SQLITE_BUSY_SNAPSHOT at once instead of waiting).
+    fn begin_write(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "BEGIN IMMEDIATE",
+            Backend::Postgres(_) => "BEGIN",
+        }
+    }
+
     /// The engine's name, `sqlite` or `postgres`.
     pub fn engine(&self) -> &'static str {
         match self.backend {

@@ -190,7 +190,7 @@ impl Store {
     pub async fn remove_principal(&self, kind: PrincipalKind, id: &str) -> Result<u64> {
         let sql = format!("DELETE FROM {} WHERE id = $1", table(kind));
         let (principals, registrations) = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.begin_write()).await?;
             let registrations = sqlx::query(
                 "DELETE FROM operation_registrations WHERE provider_type = $1 AND provider_id = $2",
             )

@@ -123,7 +123,7 @@ impl Store {
              ORDER BY status ASC, updated_at DESC LIMIT 1"
         );
         let row: RegistrationRow = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.begin_write()).await?;
             let existing: Option<RegistrationRow> = sqlx::query_as(&select)
                 .bind(&new.operation_id)
                 .bind(new.provider_type.as_str())

@@ -100,3 +100,267 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hubs, peers and raw sockets.
+
+use std::time::Duration;
+
+use alkhub::config::Config;
+use alkhub::peer::{Peer, PeerBuilder};
+use alkhub::protocol::PrincipalKind;
+use alkhub::server::RunningHub;
+use alkhub::store::NewPrincipal;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A hub on an ephemeral port over a temporary SQLite file.
+pub struct TestHub {
+    pub running: Option<RunningHub>,
+    pub addr: std::net::SocketAddr,
+    pub db: TestDb,
+    pub config: Config,
+}
+
+/// Starts a hub with the default configuration.
+pub async fn hub() -> TestHub {
+    hub_with(|_| {}).await
+}
+
+/// Starts a hub after `configure` has adjusted its configuration.
+pub async fn hub_with(configure: impl FnOnce(&mut Config)) -> TestHub {
+    let db = sqlite().await;
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.url = db.url.clone();
+    config.server.shutdown_grace_ms = 2_000;
+    configure(&mut config);
+    let running = alkhub::server::start(config.clone()).await.unwrap();
+    TestHub {
+        addr: running.addr,
+        running: Some(running),
+        db,
+        config,
+    }
+}
+
+impl TestHub {
+    /// The WebSocket URL of an endpoint.
+    pub fn ws_url(&self, kind: PrincipalKind) -> String {
+        let path = match kind {
+            PrincipalKind::Spoke => "spokes",
+            PrincipalKind::Client => "clients",
+        };
+        format!("ws://{}/v1/{path}/connect", self.addr)
+    }
+
+    /// Adds a principal and returns its token.
+    pub async fn token(&self, kind: PrincipalKind, id: &str, scopes: &[&str]) -> String {
+        let existing = self.db.store.get_principal(kind, id).await.unwrap();
+        assert!(existing.is_none(), "{id} already exists");
+        let new = NewPrincipal {
+            id: id.to_owned(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let (_, token) = self.db.store.create_principal(kind, &new).await.unwrap();
+        token.expose().to_owned()
+    }
+
+    /// A peer builder for a new spoke `id`.
+    pub async fn spoke(&self, id: &str) -> PeerBuilder {
+        let token = self.token(PrincipalKind::Spoke, id, &[]).await;
+        PeerBuilder::new(self.ws_url(PrincipalKind::Spoke), token)
+    }
+
+    /// A connected client `id` with `scopes`.
+    pub async fn client(&self, id: &str, scopes: &[&str]) -> Peer {
+        let token = self.token(PrincipalKind::Client, id, scopes).await;
+        PeerBuilder::new(self.ws_url(PrincipalKind::Client), token)
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Status of every registration of `operation_id`, as the database has it.
+    pub async fn statuses(&self, operation_id: &str) -> Vec<String> {
+        self.db
+            .store
+            .registrations_of_operation(operation_id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.status.as_str().to_owned())
+            .collect()
+    }
+
+    /// Shuts the hub down gracefully.
+    pub async fn shutdown(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.unwrap();
+        }
+    }
+
+    /// Shuts down and starts again on the same database (new port).
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        let running = alkhub::server::start(self.config.clone()).await.unwrap();
+        self.addr = running.addr;
+        self.running = Some(running);
+    }
+
+    /// An HTTP request to the hub; returns status, headers and body text.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> HttpResponse {
+        http(self.addr, method, path, token, body).await
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// A minimal HTTP/1.1 client (Connection: close, chunked bodies decoded).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP response timed out")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers: head.to_owned(),
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
+/// A WebSocket peer with no library: frames in, frames out.
+pub struct Raw {
+    pub ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Raw {
+    pub async fn connect(url: &str) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Raw { ws }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.ws
+            .send(Message::text(value.to_string()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send(&mut self, message: Message) {
+        let _ = self.ws.send(message).await;
+    }
+
+    /// The next text frame as JSON (pings skipped); panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("no frame within 10 s")
+                .expect("connection ended")
+                .expect("socket error");
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the close frame and returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("no close within 10 s")
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| u16::from(f.code)).unwrap_or(1005)
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket error before close: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// Polls `check` until it holds (for effects that land asynchronously).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
