@@ -214,3 +214,103 @@ fn serve_with_no_configuration_creates_its_database_and_answers_healthz() {
         "serve did not exit cleanly on SIGTERM: {status}"
     );
 }
+
+#[tokio::test]
+async fn call_and_ops_list_reach_a_running_hub() {
+    use alkhub::peer::{spec, PeerBuilder};
+    use alkhub::protocol::{OperationType, PrincipalKind};
+    use alkhub::store::NewPrincipal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = alkhub::config::Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let running = alkhub::server::start(config).await.unwrap();
+    let store = running.hub().store().clone();
+    let token = |kind, id: &str| {
+        let store = store.clone();
+        let new = NewPrincipal {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        async move {
+            store
+                .create_principal(kind, &new)
+                .await
+                .unwrap()
+                .1
+                .expose()
+                .to_owned()
+        }
+    };
+    let spoke_token = token(PrincipalKind::Spoke, "devbox").await;
+    let client_token = token(PrincipalKind::Client, "cli").await;
+    let _spoke = PeerBuilder::new(
+        format!("ws://{}/v1/spokes/connect", running.addr),
+        spoke_token,
+    )
+    .operation(
+        spec("demo", "echo", OperationType::Query),
+        |req| async move { Ok(req.input) },
+    )
+    .connect()
+    .await
+    .unwrap();
+    let url = format!("http://{}", running.addr);
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            alkhub(&dir, &args)
+        })
+    };
+    let out = run(vec![
+        "call".into(),
+        "demo.echo".into(),
+        "--input".into(),
+        r#"{"hello":"world"}"#.into(),
+        "--token".into(),
+        client_token.clone(),
+        "--url".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let output: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(output["data"]["hello"], "world");
+
+    let out = run(vec![
+        "ops".into(),
+        "list".into(),
+        "--token".into(),
+        client_token.clone(),
+        "--url".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        stdout(&out).contains("demo.echo\tquery"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(vec![
+        "call".into(),
+        "demo.missing".into(),
+        "--token".into(),
+        client_token,
+        "--url".into(),
+        url,
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("OPERATION_NOT_FOUND"),
+        "{}",
+        stderr(&out)
+    );
+    running.shutdown().await.unwrap();
+}
