@@ -472,3 +472,101 @@ async fn graceful_shutdown_closes_sessions_1001_and_leaves_no_active_registratio
         .count();
     assert_eq!(active, 0);
 }
+
+#[tokio::test]
+async fn a_silent_peer_is_dropped_after_two_missed_heartbeats() {
+    let hub = hub_with(|c| c.limits.heartbeat_ms = 100).await;
+    let token = hub.token(PrincipalKind::Client, "quiet", &[]).await;
+    let mut raw = Raw::connect(&hub.ws_url(PrincipalKind::Client)).await;
+    raw.send_json(json!({"type": "hello", "payload": {"token": token}}))
+        .await;
+    let welcome = raw.recv().await;
+    assert_eq!(welcome["payload"]["heartbeatMs"], 100);
+    // Not reading means not answering the hub's pings.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The hub has ended the session (it records when it last saw the peer);
+    // the close frame (1011) may or may not still reach a peer this slow.
+    eventually("the session ended", || async {
+        let p = hub
+            .db
+            .store
+            .get_principal(PrincipalKind::Client, "quiet")
+            .await
+            .unwrap()
+            .unwrap();
+        p.last_seen_at.is_some()
+    })
+    .await;
+    use futures_util::StreamExt;
+    loop {
+        match raw.ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1011));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_answers_pings_stays_connected() {
+    let hub = hub_with(|c| c.limits.heartbeat_ms = 100).await;
+    let client = hub.client("lively", &[]).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(client.close_code(), None);
+    assert!(client
+        .call("hub.operations.list", Value::Null)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn shutdown_aborts_calls_still_open_after_the_grace_period() {
+    let mut hub = hub_with(|c| c.server.shutdown_grace_ms = 200).await;
+    let (aborted_tx, mut aborted) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let _spoke = hub
+        .spoke("stuck")
+        .await
+        .operation(spec("stuck", "op", OperationType::Query), move |_| {
+            let aborted_tx = aborted_tx.clone();
+            async move {
+                struct OnDrop(tokio::sync::mpsc::UnboundedSender<()>);
+                impl Drop for OnDrop {
+                    fn drop(&mut self) {
+                        let _ = self.0.send(());
+                    }
+                }
+                let _guard = OnDrop(aborted_tx);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(json!("never"))
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    let client = hub.client("waiting", &[]).await;
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("stuck.op", Value::Null).await }
+    });
+    eventually("the call is open", || async {
+        hub.running
+            .as_ref()
+            .unwrap()
+            .hub()
+            .dispatcher()
+            .open_calls()
+            == 1
+    })
+    .await;
+    hub.shutdown().await;
+    let err = pending.await.unwrap().unwrap_err();
+    assert_eq!(err.code, "ABORTED");
+    assert!(err.message.contains("shutting down"), "{}", err.message);
+    tokio::time::timeout(Duration::from_secs(5), aborted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+}
