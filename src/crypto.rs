@@ -24,7 +24,8 @@ use subtle::ConstantTimeEq;
 pub enum TokenKind {
     /// A spoke: authenticates on `/v1/spokes/connect`.
     Spoke,
-    /// A client: authenticates on `/v1/clients/connect` and the HTTP API.
+    /// A client: authenticates on `/v1/clients/connect`. Both kinds
+    /// authenticate on the HTTP API, as the principal they name.
     Client,
 }
 

@@ -103,6 +103,7 @@ enum End {
     CallerAborted,
     CallerGone,
     ProviderGone,
+    ProviderAborted,
     Timeout(&'static str),
     ParentEnded,
     Shutdown,
@@ -145,6 +146,7 @@ struct Shared {
     next_id: AtomicU64,
     max_open_calls: usize,
     builtins: Arc<dyn Builtins>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Operations the hub serves itself (`hub.*`). Implemented by the server,
@@ -196,8 +198,14 @@ impl Dispatcher {
                 next_id: AtomicU64::new(1),
                 max_open_calls,
                 builtins,
+                draining: Default::default(),
             }),
         }
+    }
+
+    /// Refuses new calls from now on (shutdown); open calls go on.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
     }
 
     /// The catalog the dispatcher reads.
@@ -233,6 +241,12 @@ impl Dispatcher {
         identity: Option<&Identity>,
         request: CallRequest<'_>,
     ) -> Result<Option<u64>, CallError> {
+        if self.shared.draining.load(Ordering::Acquire) {
+            return Err(CallError::new(
+                ErrorCode::UnknownError,
+                "the hub is shutting down",
+            ));
+        }
         if let Caller::Connection {
             connection,
             request_id,
@@ -361,7 +375,9 @@ impl Dispatcher {
         let routing = self.shared.routing.read().unwrap().clone();
         let chosen = match routing.choose(&call, &candidates) {
             Decision::Choose(i) => Some(i),
-            Decision::Ordered(order) => order.into_iter().find(|&i| i < candidates.len()),
+            Decision::Ordered(order) => order.into_iter().find(|&i| {
+                i < candidates.len() && !entry.providers[i].connection.calls.lock().unwrap().gone
+            }),
             Decision::Refuse(reason) => {
                 return Err(CallError::new(
                     ErrorCode::RoutingError,
@@ -549,7 +565,13 @@ impl Dispatcher {
                 }
                 End::Responded(output)
             }
-            "call.completed" => End::Completed,
+            "call.completed" if self.op_type_of(id) == Some(OperationType::Subscription) => {
+                End::Completed
+            }
+            "call.completed" => End::Error(CallError::new(
+                ErrorCode::ExecutionError,
+                "the provider completed the call without a result",
+            )),
             "call.error" => End::Error(CallError {
                 code: event
                     .code
@@ -561,13 +583,14 @@ impl Dispatcher {
                     .unwrap_or_else(|| "the provider reported an error".to_owned()),
                 details: event.details.map(|d| d.to_owned()),
             }),
-            _ => End::Error(CallError::new(
-                ErrorCode::Aborted,
-                "the provider aborted the call",
-            )),
+            _ => End::ProviderAborted,
         };
         self.finish(id, end);
         Ok(())
+    }
+
+    fn op_type_of(&self, id: u64) -> Option<OperationType> {
+        self.shard(id).lock().unwrap().get(&id).map(|c| c.op_type)
     }
 
     fn operation_of(&self, id: u64) -> Option<Arc<str>> {
@@ -697,6 +720,10 @@ fn deliver(caller: &Caller, end: End) {
         End::ParentEnded => CallEvent::Error(CallError::new(
             ErrorCode::Aborted,
             "the parent call ended early",
+        )),
+        End::ProviderAborted => CallEvent::Error(CallError::new(
+            ErrorCode::Aborted,
+            "the provider aborted the call",
         )),
         End::Shutdown => CallEvent::Error(CallError::new(
             ErrorCode::Aborted,
@@ -845,8 +872,12 @@ fn normalize_output(output: &RawValue, operation_id: &str) -> Box<RawValue> {
     }
     let data = match serde_json::from_str::<EnvelopeProbe<'_>>(output.get()) {
         Ok(EnvelopeProbe { meta: Some(_), .. }) => return output.to_owned(),
-        Ok(EnvelopeProbe { data, meta: None }) => data,
-        Err(_) => Some(output),
+        Ok(EnvelopeProbe {
+            data: Some(data),
+            meta: None,
+        }) => Some(data),
+        // Not an object, or an object with neither member: all of it is the data.
+        _ => Some(output),
     };
     let null = RawValue::NULL;
     let envelope = Envelope {

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
+use axum::body::Body;
+use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,6 @@ use crate::server::Hub;
 
 /// Builds the router over a hub handle.
 pub fn router(hub: Hub) -> Router {
-    let body_limit = hub.config().limits.max_frame_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/spokes/connect", get(connect_spoke))
@@ -37,7 +36,6 @@ pub fn router(hub: Hub) -> Router {
         .route("/v1/operations", get(list_operations))
         .route("/v1/operations/{operation_id}/call", post(call))
         .route("/v1/operations/{operation_id}/subscribe", post(subscribe))
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(hub)
 }
 
@@ -103,8 +101,16 @@ fn error_response(error: CallError) -> Response {
         .map(ErrorCode::http_status)
         .unwrap_or(502);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = json!({"code": error.code, "message": error.message, "details": error.details});
-    (status, Json(body)).into_response()
+    (status, Json(error_body(&error))).into_response()
+}
+
+/// `{code, message, details?}`, the error body of protocol section 5.
+fn error_body(error: &CallError) -> serde_json::Value {
+    let mut body = json!({"code": error.code, "message": error.message});
+    if let Some(details) = &error.details {
+        body["details"] = serde_json::from_str(details.get()).unwrap_or_default();
+    }
+    body
 }
 
 /// The caller's identity: `None` without a token, an error for a bad one.
@@ -163,7 +169,7 @@ async fn start_http_call(
     hub: &Hub,
     headers: &HeaderMap,
     operation_id: &str,
-    body: &Bytes,
+    body: Body,
 ) -> Result<
     (
         mpsc::UnboundedReceiver<CallEvent>,
@@ -179,10 +185,17 @@ async fn start_http_call(
         ));
     }
     let identity = identify(hub, headers).await?;
+    let limit = hub.config().limits.max_frame_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        CallError::new(
+            ErrorCode::ProtocolError,
+            format!("the request body is larger than limits.max_frame_bytes ({limit} bytes)"),
+        )
+    })?;
     let request: HttpCall = if body.iter().all(u8::is_ascii_whitespace) {
         HttpCall::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| {
+        serde_json::from_slice(&body).map_err(|e| {
             CallError::new(
                 ErrorCode::ProtocolError,
                 format!("invalid request body: {e}"),
@@ -219,10 +232,9 @@ async fn call(
     State(hub): State<Hub>,
     Path(operation_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let (mut events, _guard, _) = match start_http_call(&hub, &headers, &operation_id, &body).await
-    {
+    let (mut events, _guard, _) = match start_http_call(&hub, &headers, &operation_id, body).await {
         Ok(started) => started,
         Err(e) => return error_response(e),
     };
@@ -250,9 +262,9 @@ async fn subscribe(
     State(hub): State<Hub>,
     Path(operation_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    match start_http_call(&hub, &headers, &operation_id, &body).await {
+    match start_http_call(&hub, &headers, &operation_id, body).await {
         Ok((events, guard, op_type)) => {
             Sse::new(event_stream(events, guard, op_type)).into_response()
         }

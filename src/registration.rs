@@ -114,6 +114,22 @@ impl Registrar {
                 .map_err(|e| invalid(format!("outputSchema of {pre_remap_id}: {e}")))?;
         }
         if let Some((operation_id, registration_id)) = mine.get(&pre_remap_id) {
+            if let Some(entry) = self.catalog.get(operation_id) {
+                let stored = &entry.definition.spec;
+                let redeclared = NewDefinition {
+                    op_type: spec.op_type,
+                    input_schema: spec.input_schema.clone(),
+                    output_schema: spec.output_schema.clone(),
+                    access_level: spec.access_level,
+                    required_scopes: spec.required_scopes.clone(),
+                    ..stored.clone()
+                };
+                if let Some(field) = crate::store::contract_difference(stored, &redeclared) {
+                    return Err(invalid(format!(
+                        "operation {operation_id} is already registered in this session with a different {field}"
+                    )));
+                }
+            }
             return Ok(Registered {
                 operation_id: operation_id.clone(),
                 pre_remap_id,
@@ -281,7 +297,7 @@ fn is_reserved(namespace: &str) -> bool {
 }
 
 /// The id a raw declaration names, as far as it can be read, for `rejected`.
-fn declared_id(value: &Value) -> String {
+pub fn declared_id(value: &Value) -> String {
     let field = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("?");
     format!("{}.{}", field("namespace"), field("name"))
 }

@@ -199,6 +199,7 @@ impl RunningHub {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let hub = &self.hub;
         hub.shared.shutting_down.store(true, Ordering::Release);
+        hub.dispatcher().drain();
         let _ = self.stop.send(true);
         let grace = Duration::from_millis(hub.config().server.shutdown_grace_ms);
         let started = Instant::now();

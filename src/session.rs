@@ -19,7 +19,7 @@ use crate::crypto::Token;
 use crate::dispatch::{event_frame, CallError, CallEvent, CallRequest, Caller};
 use crate::protocol::{
     self, close, CallEventIn, CallRequested, Envelope, ErrorCode, Hello, Identity, PrincipalKind,
-    Register, Unregister, Welcome,
+    Register, RegisterResult, Rejected, Unregister, Welcome,
 };
 use crate::registration::SessionRegistrations;
 use crate::server::Hub;
@@ -72,15 +72,14 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
 
     let mut mine = SessionRegistrations::new();
     let name = hello.name.clone().or(principal.name.clone());
-    let declared = take_limited(
-        hello.operations,
-        limits.max_operations_per_register,
+    let result = register_limited(
+        &hub,
         &connection,
-    );
-    let result = hub
-        .registrar()
-        .register(&connection, name.as_deref(), declared, &mut mine)
-        .await;
+        name.as_deref(),
+        hello.operations,
+        &mut mine,
+    )
+    .await;
     connection.send(protocol::frame(
         "welcome",
         &Welcome {
@@ -262,24 +261,34 @@ fn is_too_big(e: &axum::Error) -> bool {
     false
 }
 
-/// Keeps at most `limit` declarations; the rest come back in `rejected`
-/// through a connection-level error, so nothing is silently dropped.
-fn take_limited(
+/// Registers at most `limit` declarations; the rest come back in
+/// `rejected` with `OVERLOADED`, so nothing is silently dropped.
+async fn register_limited(
+    hub: &Hub,
+    connection: &Arc<Connection>,
+    name: Option<&str>,
     mut declared: Vec<serde_json::Value>,
-    limit: usize,
-    connection: &Connection,
-) -> Vec<serde_json::Value> {
-    if declared.len() > limit {
-        connection.send(protocol::error_frame(
-            ErrorCode::Overloaded,
-            &format!(
-                "{} operations declared at once; limits.max_operations_per_register is {limit}, the rest were ignored",
-                declared.len()
-            ),
-        ));
-        declared.truncate(limit);
-    }
-    declared
+    mine: &mut SessionRegistrations,
+) -> RegisterResult {
+    let limit = hub.config().limits.max_operations_per_register;
+    let excess = if declared.len() > limit {
+        declared.split_off(limit)
+    } else {
+        Vec::new()
+    };
+    let mut result = hub
+        .registrar()
+        .register(connection, name, declared, mine)
+        .await;
+    let total = limit + excess.len();
+    result.rejected.extend(excess.iter().map(|value| Rejected {
+        operation_id: crate::registration::declared_id(value),
+        code: ErrorCode::Overloaded,
+        message: format!(
+            "{total} operations declared at once; limits.max_operations_per_register is {limit}"
+        ),
+    }));
+    result
 }
 
 /// The state of one authenticated session.
@@ -311,18 +320,14 @@ impl Session {
             }
             "register" => match serde_json::from_str::<Register>(payload) {
                 Ok(register) => {
-                    let limit = self.hub.config().limits.max_operations_per_register;
-                    let declared = take_limited(register.operations, limit, &self.connection);
-                    let result = self
-                        .hub
-                        .registrar()
-                        .register(
-                            &self.connection,
-                            self.name.as_deref(),
-                            declared,
-                            &mut self.mine,
-                        )
-                        .await;
+                    let result = register_limited(
+                        &self.hub,
+                        &self.connection,
+                        self.name.as_deref(),
+                        register.operations,
+                        &mut self.mine,
+                    )
+                    .await;
                     self.connection.send(protocol::frame("registered", &result));
                 }
                 Err(e) => self.protocol_error(&format!("invalid register: {e}")),
@@ -362,7 +367,7 @@ impl Session {
                 };
             }
         };
-        if call.request_id.len() > 128 {
+        if call.request_id.chars().count() > 128 {
             return self.protocol_error("requestId is longer than 128 characters");
         }
         let request_id: Arc<str> = call.request_id.as_ref().into();

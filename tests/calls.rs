@@ -813,3 +813,75 @@ async fn a_call_without_providers_is_no_provider_and_unknown_is_not_found_over_h
         (503, json!("NO_PROVIDER"))
     );
 }
+
+#[tokio::test]
+async fn provider_mistakes_still_answer_the_caller() {
+    let hub = hub().await;
+    let token = hub.token(PrincipalKind::Spoke, "sloppy", &[]).await;
+    let mut raw = Raw::connect(&hub.ws_url(PrincipalKind::Spoke)).await;
+    raw.send_json(
+        json!({"type": "hello", "payload": {"token": token, "operations": [
+            {"namespace": "sloppy", "name": "q", "type": "query"}
+        ]}}),
+    )
+    .await;
+    assert_eq!(raw.recv().await["type"], "welcome");
+    let client = hub.client("app", &[]).await;
+
+    // A query "completed" without a result.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("sloppy.q", Value::Null).await }
+    });
+    let id = raw.recv().await["payload"]["requestId"].clone();
+    raw.send_json(json!({"type": "call.completed", "payload": {"requestId": id}}))
+        .await;
+    assert_eq!(pending.await.unwrap().unwrap_err().code, "EXECUTION_ERROR");
+
+    // An output that is a bare value (no envelope) becomes the data.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("sloppy.q", Value::Null).await }
+    });
+    let id = raw.recv().await["payload"]["requestId"].clone();
+    raw.send_json(
+        json!({"type": "call.responded", "payload": {"requestId": id, "output": {"rows": 3}}}),
+    )
+    .await;
+    let out = pending.await.unwrap().unwrap();
+    assert_eq!(out["data"], json!({"rows": 3}));
+    assert_eq!(out["meta"]["operationId"], "sloppy.q");
+
+    // The provider aborting its own call.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("sloppy.q", Value::Null).await }
+    });
+    let id = raw.recv().await["payload"]["requestId"].clone();
+    raw.send_json(json!({"type": "call.aborted", "payload": {"requestId": id}}))
+        .await;
+    assert_eq!(pending.await.unwrap().unwrap_err().code, "ABORTED");
+}
+
+#[tokio::test]
+async fn oversized_http_bodies_get_a_json_error() {
+    let hub = hub_with(|c| c.limits.max_frame_bytes = 1024).await;
+    let _spoke = echo_spoke(&hub, "demo").await;
+    let token = hub.token(PrincipalKind::Client, "web", &[]).await;
+    let body = json!({"input": "x".repeat(4096)}).to_string();
+    let r = hub
+        .http(
+            "POST",
+            "/v1/operations/demo.echo/call",
+            Some(&token),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["code"], "PROTOCOL_ERROR");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_frame_bytes"));
+    assert!(r.json().get("details").is_none());
+}

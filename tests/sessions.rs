@@ -570,3 +570,44 @@ async fn shutdown_aborts_calls_still_open_after_the_grace_period() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn declarations_beyond_the_limit_and_changed_redeclarations_are_rejected() {
+    let hub = hub_with(|c| c.limits.max_operations_per_register = 2).await;
+    let token = hub.token(PrincipalKind::Spoke, "many", &[]).await;
+    let mut raw = Raw::connect(&hub.ws_url(PrincipalKind::Spoke)).await;
+    let ops: Vec<Value> = (0..3)
+        .map(|i| json!({"namespace": "many", "name": format!("op{i}"), "type": "query"}))
+        .collect();
+    raw.send_json(json!({"type": "hello", "payload": {"token": token, "operations": ops}}))
+        .await;
+    let welcome = raw.recv().await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(
+        welcome["payload"]["registrations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let rejected = &welcome["payload"]["rejected"][0];
+    assert_eq!(
+        (rejected["operationId"].clone(), rejected["code"].clone()),
+        (json!("many.op2"), json!("OVERLOADED"))
+    );
+
+    raw.send_json(json!({"type": "register", "payload": {"operations": [
+        {"namespace": "many", "name": "op0", "type": "mutation"}
+    ]}}))
+    .await;
+    let registered = raw.recv().await;
+    assert_eq!(registered["type"], "registered");
+    assert_eq!(
+        registered["payload"]["rejected"][0]["code"],
+        "VALIDATION_ERROR"
+    );
+    assert!(registered["payload"]["rejected"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("type"));
+}
