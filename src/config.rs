@@ -6,6 +6,7 @@
 //! `alkhub config defaults` prints, and a test keeps it equal to
 //! [`Config::default`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -149,15 +150,146 @@ pub struct RemapConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
-    /// Folder holding remap and routing components (`*.wasm`).
+    /// Folder holding remap and routing components (`*.wasm`); a plugin is
+    /// named after its file (`sticky.wasm` is `sticky`).
     pub dir: PathBuf,
+    /// Folder of compiled components, keyed by content and engine.
+    pub cache_dir: PathBuf,
+    /// Watch the folder and load new or changed components without a restart.
+    pub watch: bool,
+    /// The active remap plugin; `native` uses the built-in remap of `[remap]`.
+    pub remap: String,
+    /// The default routing plugin; `native` uses the built-in least-in-flight.
+    pub routing: String,
+    /// Routing plugins for operations matching a pattern (`*` matches any
+    /// characters), first match wins: `[[plugins.route]] pattern = "chat.*"
+    /// plugin = "sticky"`.
+    pub route: Vec<RouteRule>,
+    /// Limits and failure policy of every plugin.
+    pub defaults: PluginLimits,
+    /// Per-plugin changes to `defaults`: `[plugins.overrides.sticky]`.
+    pub overrides: BTreeMap<String, PluginOverrides>,
+    /// Per-plugin settings, handed to the plugin as JSON through the host's
+    /// `config` import: `[plugins.settings.sticky] key = "user"`.
+    pub settings: BTreeMap<String, toml::Value>,
 }
 
 impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("plugins"),
+            cache_dir: PathBuf::from(".alkhub-cache"),
+            watch: true,
+            remap: "rule-remap".to_owned(),
+            routing: "least-in-flight".to_owned(),
+            route: Vec::new(),
+            defaults: PluginLimits::default(),
+            overrides: BTreeMap::new(),
+            settings: BTreeMap::new(),
         }
+    }
+}
+
+/// One `[[plugins.route]]` rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Operation ids this rule covers, `*` matching any characters.
+    pub pattern: String,
+    /// The routing plugin for them (`native` for the built-in).
+    pub plugin: String,
+}
+
+/// What happens to a call or declaration when its plugin fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Decide with the built-in policy instead (fail open).
+    #[default]
+    Fallback,
+    /// Refuse: `ROUTING_ERROR` for calls, `rejected` for declarations (fail closed).
+    Error,
+}
+
+/// Limits and failure policy of one plugin.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Hard stop: the guest is interrupted after this many milliseconds of one decision.
+    pub epoch_deadline_ms: u64,
+    /// A decision that returns but took longer than this (microseconds) counts as failed.
+    pub timeout_us: u64,
+    /// Linear memory one instance may use, in bytes.
+    pub memory_bytes: usize,
+    /// Decisions one warm instance makes before it is replaced by a fresh one.
+    pub max_uses: u64,
+    /// `fallback` (built-in policy) or `error` (refuse).
+    pub on_failure: OnFailure,
+    /// Consecutive failures that put the plugin in quarantine.
+    pub quarantine_after: u32,
+    /// Seconds a quarantined plugin is bypassed (its failure policy applies).
+    pub quarantine_secs: u64,
+    /// Routing plugins: also decide calls with a single candidate.
+    pub see_every_call: bool,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            epoch_deadline_ms: 100,
+            timeout_us: 50_000,
+            memory_bytes: 64 * 1024 * 1024,
+            max_uses: 1_000_000,
+            on_failure: OnFailure::Fallback,
+            quarantine_after: 5,
+            quarantine_secs: 30,
+            see_every_call: false,
+        }
+    }
+}
+
+/// `[plugins.overrides.NAME]`: any subset of [`PluginLimits`].
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginOverrides {
+    /// See [`PluginLimits::epoch_deadline_ms`].
+    pub epoch_deadline_ms: Option<u64>,
+    /// See [`PluginLimits::timeout_us`].
+    pub timeout_us: Option<u64>,
+    /// See [`PluginLimits::memory_bytes`].
+    pub memory_bytes: Option<usize>,
+    /// See [`PluginLimits::max_uses`].
+    pub max_uses: Option<u64>,
+    /// See [`PluginLimits::on_failure`].
+    pub on_failure: Option<OnFailure>,
+    /// See [`PluginLimits::quarantine_after`].
+    pub quarantine_after: Option<u32>,
+    /// See [`PluginLimits::quarantine_secs`].
+    pub quarantine_secs: Option<u64>,
+    /// See [`PluginLimits::see_every_call`].
+    pub see_every_call: Option<bool>,
+}
+
+impl PluginsConfig {
+    /// The limits of plugin `name`: the defaults with its overrides applied.
+    pub fn limits_of(&self, name: &str) -> PluginLimits {
+        let mut limits = self.defaults.clone();
+        if let Some(o) = self.overrides.get(name) {
+            macro_rules! apply {
+                ($($field:ident),*) => { $(if let Some(v) = o.$field { limits.$field = v; })* };
+            }
+            apply!(
+                epoch_deadline_ms,
+                timeout_us,
+                memory_bytes,
+                max_uses,
+                on_failure,
+                quarantine_after,
+                quarantine_secs,
+                see_every_call
+            );
+        }
+        limits
     }
 }
 
@@ -208,8 +340,50 @@ max_operations_per_register = 1024
 per_spoke_namespaces = []
 
 [plugins]
-# Folder holding remap and routing components (*.wasm).
+# Folder holding remap and routing components (*.wasm); a plugin is named
+# after its file (sticky.wasm is "sticky"). The defaults "rule-remap" and
+# "least-in-flight" are built into the hub; a file of the same name replaces them.
 dir = "plugins"
+# Folder of compiled components, keyed by content and engine version.
+cache_dir = ".alkhub-cache"
+# Load new or changed components without a restart.
+watch = true
+# The active remap plugin; "native" uses the built-in remap of [remap].
+remap = "rule-remap"
+# The default routing plugin; "native" uses the built-in least-in-flight.
+routing = "least-in-flight"
+# Routing plugins per operation pattern ("*" matches anything), first match wins:
+# [[plugins.route]]
+# pattern = "chat.*"
+# plugin = "sticky"
+route = []
+
+# Limits and failure policy of every plugin; [plugins.overrides.NAME] changes
+# any of them for one plugin.
+[plugins.defaults]
+# Hard stop: interrupt a decision after this many milliseconds.
+epoch_deadline_ms = 100
+# A decision that returns but took longer (microseconds) counts as failed.
+timeout_us = 50000
+# Linear memory one instance may use, in bytes.
+memory_bytes = 67108864
+# Decisions one warm instance makes before it is replaced by a fresh one.
+max_uses = 1000000
+# "fallback" (decide with the built-in policy) or "error" (refuse).
+on_failure = "fallback"
+# Consecutive failures that put a plugin in quarantine.
+quarantine_after = 5
+# Seconds a quarantined plugin is bypassed.
+quarantine_secs = 30
+# Routing plugins: also decide calls that have a single candidate.
+see_every_call = false
+
+[plugins.overrides]
+
+# Settings handed to each plugin as JSON through its `config` import, e.g.
+# [plugins.settings.sticky]
+# key = "user"
+[plugins.settings]
 "#;
 
 /// A configuration file that could not be read or understood.

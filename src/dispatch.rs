@@ -351,7 +351,8 @@ impl Dispatcher {
         metadata: Option<&BTreeMap<String, String>>,
     ) -> Result<usize, CallError> {
         let sequence = entry.sequence.fetch_add(1, Ordering::Relaxed);
-        if entry.providers.len() == 1 {
+        let routing = self.shared.routing.read().unwrap().clone();
+        if entry.providers.len() == 1 && !routing.wants_single_candidate(&entry.definition.id) {
             return Ok(0);
         }
         let candidates: Vec<Candidate<'_>> = entry
@@ -372,7 +373,6 @@ impl Dispatcher {
             metadata,
             sequence,
         };
-        let routing = self.shared.routing.read().unwrap().clone();
         let chosen = match routing.choose(&call, &candidates) {
             Decision::Choose(i) => Some(i),
             Decision::Ordered(order) => order.into_iter().find(|&i| {

@@ -34,6 +34,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/v1/spokes/connect", get(connect_spoke))
         .route("/v1/clients/connect", get(connect_client))
         .route("/v1/operations", get(list_operations))
+        .route("/v1/plugins", get(list_plugins))
         .route("/v1/operations/{operation_id}/call", post(call))
         .route("/v1/operations/{operation_id}/subscribe", post(subscribe))
         .with_state(hub)
@@ -138,6 +139,19 @@ async fn list_operations(State(hub): State<Hub>, headers: HeaderMap) -> Response
             identity.as_ref(),
         ))
         .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `GET /v1/plugins`: every plugin with its world, version, status and
+/// counters. Needs a valid token.
+async fn list_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+    match identify(&hub, &headers).await {
+        Ok(Some(_)) => Json(hub.plugins().status()).into_response(),
+        Ok(None) => error_response(CallError::new(
+            ErrorCode::Unauthenticated,
+            "a token is required",
+        )),
         Err(e) => error_response(e),
     }
 }

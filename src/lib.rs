@@ -27,6 +27,7 @@ pub mod dispatch;
 pub mod http;
 pub mod names;
 pub mod peer;
+pub mod plugins;
 pub mod policy;
 pub mod protocol;
 pub mod registration;

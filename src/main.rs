@@ -75,6 +75,11 @@ enum Command {
         #[command(flatten)]
         connection: HubConnection,
     },
+    /// Check or create WebAssembly plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Inspect the operations of a running hub.
     Ops {
         #[command(subcommand)]
@@ -91,6 +96,15 @@ struct HubConnection {
     /// The hub's base URL (default: ws:// and the configured listen address).
     #[arg(long)]
     url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Say which world a component implements and what it imports, or exactly what is wrong.
+    Check {
+        /// The component file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,6 +225,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let output = peer.call(&operation_id, input).await.map_err(call_failed)?;
                 println!("{}", serde_json::to_string_pretty(&output)?);
+            }
+        }
+        Command::Plugin {
+            command: PluginCommand::Check { file },
+        } => {
+            let report =
+                tokio::task::spawn_blocking(move || alkhub::plugins::check_file(&file)).await??;
+            println!(
+                "world: {}",
+                serde_json::to_value(report.world)?
+                    .as_str()
+                    .unwrap_or_default()
+            );
+            println!("size: {} bytes", report.size);
+            println!("imports:");
+            for i in &report.imports {
+                println!("  {i}");
+            }
+            println!("exports:");
+            for e in &report.exports {
+                println!("  {e}");
             }
         }
         Command::Ops {

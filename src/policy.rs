@@ -121,6 +121,12 @@ pub enum Decision {
 pub trait RoutingPolicy: Send + Sync {
     /// Picks among `candidates` (never empty).
     fn choose(&self, call: &RouteCall<'_>, candidates: &[Candidate<'_>]) -> Decision;
+
+    /// Whether calls of `operation_id` with a single candidate are decided
+    /// too (by default the hub serves them without asking).
+    fn wants_single_candidate(&self, _operation_id: &str) -> bool {
+        false
+    }
 }
 
 /// The built-in router: the candidate with the fewest calls in flight, ties

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::crypto::Token;
 use crate::dispatch::Dispatcher;
-use crate::policy::{LeastInFlight, NativeRemap};
+use crate::plugins::PluginHost;
 use crate::protocol::{close, PrincipalKind};
 use crate::registration::Registrar;
 use crate::store::{Principal, Store};
@@ -36,6 +36,7 @@ struct Shared {
     store: Store,
     dispatcher: Dispatcher,
     registrar: Registrar,
+    plugins: PluginHost,
     sessions: Mutex<Sessions>,
     next_session: AtomicU64,
     // HTTP callers authenticate per request; a short-lived cache keeps the
@@ -66,6 +67,11 @@ impl Hub {
     /// The call path.
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.shared.dispatcher
+    }
+
+    /// The plugin host.
+    pub fn plugins(&self) -> &PluginHost {
+        &self.shared.plugins
     }
 
     /// The registration path.
@@ -253,23 +259,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         catalog: catalog.clone(),
         store: store.clone(),
     });
+    let plugins = {
+        let plugins_config = config.plugins.clone();
+        let namespaces = config.remap.per_spoke_namespaces.clone();
+        tokio::task::spawn_blocking(move || PluginHost::start(&plugins_config, namespaces))
+            .await??
+    };
     let dispatcher = Dispatcher::new(
         catalog.clone(),
-        Arc::new(LeastInFlight),
+        plugins.routing_policy(),
         config.limits.max_open_calls_per_connection,
         builtins,
     );
-    let registrar = Registrar::new(
-        store.clone(),
-        catalog,
-        Arc::new(NativeRemap::new(config.remap.per_spoke_namespaces.clone())),
-    );
+    let registrar = Registrar::new(store.clone(), catalog, plugins.remap_policy());
     let hub = Hub {
         shared: Arc::new(Shared {
             config,
             store,
             dispatcher,
             registrar,
+            plugins,
             sessions: Mutex::default(),
             next_session: AtomicU64::new(1),
             auth_cache: Mutex::default(),

@@ -119,6 +119,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// A hub on an ephemeral port over a temporary SQLite file.
 pub struct TestHub {
     pub running: Option<RunningHub>,
+    /// Holds `plugins/` (the watched plugins folder) and `cache/`.
+    pub files: tempfile::TempDir,
     pub addr: std::net::SocketAddr,
     pub db: TestDb,
     pub config: Config,
@@ -136,11 +138,16 @@ pub async fn hub_with(configure: impl FnOnce(&mut Config)) -> TestHub {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.database.url = db.url.clone();
     config.server.shutdown_grace_ms = 2_000;
+    let files = tempfile::tempdir().unwrap();
+    config.plugins.dir = files.path().join("plugins");
+    config.plugins.cache_dir = files.path().join("cache");
+    std::fs::create_dir_all(&config.plugins.dir).unwrap();
     configure(&mut config);
     let running = alkhub::server::start(config.clone()).await.unwrap();
     TestHub {
         addr: running.addr,
         running: Some(running),
+        files,
         db,
         config,
     }

@@ -1,0 +1,85 @@
+//! What WebAssembly routing costs.
+//!
+//! 1. One routing decision of each shipped routing plugin among three
+//!    candidates, on a warm instance and on a new instance per decision.
+//! 2. End-to-end throughput at 64 concurrent callers with two echo providers
+//!    (so every call is routed), the default Wasm router against the native
+//!    router, alternated in one run and reported as a ratio.
+//!
+//! ```sh
+//! bash plugins/build-others.sh   # the JS, Python and C plugins
+//! cargo bench --bench plugins
+//! ```
+//! Environment: `BENCH_SECS` (per end-to-end run, default 3).
+
+mod support;
+
+use std::path::Path;
+
+use alkhub::config::Config;
+
+fn component(name: &str) -> Option<Vec<u8>> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("plugins/dist")
+            .join(format!("{name}.wasm")),
+    )
+    .ok()
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    println!("one routing decision among 3 candidates (mean)");
+    println!(
+        "{:<16} {:>14} {:>18}",
+        "plugin", "warm µs", "new instance µs"
+    );
+    for (name, settings, n_warm, n_new) in [
+        ("least-in-flight", "{}", 200_000, 2_000),
+        ("round-robin", "{}", 200_000, 2_000),
+        ("label-affinity", r#"{"keys":["region"]}"#, 20_000, 200),
+        ("sticky", r#"{"key":"affinity"}"#, 20_000, 50),
+    ] {
+        let Some(bytes) = component(name) else {
+            println!("{name:<16} (not built: run plugins/build-others.sh)");
+            continue;
+        };
+        let warm = alkhub::plugins::measure_routing(&bytes, settings, n_warm, true).unwrap();
+        let fresh = alkhub::plugins::measure_routing(&bytes, settings, n_new, false).unwrap();
+        println!(
+            "{name:<16} {:>14.3} {:>18.1}",
+            warm.as_secs_f64() * 1e6,
+            fresh.as_secs_f64() * 1e6
+        );
+    }
+
+    println!();
+    println!("end to end, 2 echo providers, 64 calls in flight, {secs} s per run");
+    let mut wasm_total = 0.0;
+    let mut native_total = 0.0;
+    for round in 0..2 {
+        for router in ["least-in-flight", "native"] {
+            let mut config = Config::default();
+            config.plugins.routing = router.to_owned();
+            let (running, url, token, _dir) = support::echo_hub(config, 2).await;
+            let (rate, p50, p99) = support::measure(&url, &token, 64, secs).await;
+            running.shutdown().await.unwrap();
+            println!(
+                "round {round} {router:<16} {rate:>10.0} calls/s  p50 {p50:>6} µs  p99 {p99:>6} µs"
+            );
+            if router == "native" {
+                native_total += rate;
+            } else {
+                wasm_total += rate;
+            }
+        }
+    }
+    println!(
+        "wasm router / native router throughput: {:.3}",
+        wasm_total / native_total
+    );
+}

@@ -1,0 +1,264 @@
+//! One engine for the process, compiling components once (cached on disk
+//! by content hash and engine compatibility), and checking each component
+//! against the two worlds.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::Engine;
+
+use super::bindings::{remap, routing, PluginState};
+use super::runner::{Plugin, Prepared};
+use crate::config::PluginLimits;
+
+/// Which world a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    /// Exports `alkdev:hub/remap`.
+    Remap,
+    /// Exports `alkdev:hub/routing`.
+    Routing,
+}
+
+/// How often the engine's epoch advances: the unit of `epoch_deadline_ms`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The process's engine. One engine shares compiled code and its epoch
+/// ticker across every hub in the process (tests start several); a static is
+/// the simplest owner of something that must exist exactly once.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("alkhub-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                ticker.increment_epoch();
+            })
+            .expect("cannot start the epoch thread");
+        engine
+    })
+}
+
+/// Compiles and links components.
+pub struct Loader {
+    engine: Engine,
+    routing_linker: Linker<PluginState>,
+    remap_linker: Linker<PluginState>,
+    cache_dir: Option<PathBuf>,
+    /// Components compiled by this loader.
+    pub compiled: AtomicU64,
+    /// Components found in the cache.
+    pub cache_hits: AtomicU64,
+}
+
+fn linker<F>(engine: &Engine, add_world: F) -> anyhow::Result<Linker<PluginState>>
+where
+    F: FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
+{
+    let mut linker = Linker::new(engine);
+    // WASI with nothing granted, for guests whose toolchains import it.
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    add_world(&mut linker)?;
+    Ok(linker)
+}
+
+impl Loader {
+    /// A loader caching compiled components in `cache_dir` (created if missing).
+    pub fn new(cache_dir: &Path) -> anyhow::Result<Self> {
+        let mut loader = Self::uncached()?;
+        match std::fs::create_dir_all(cache_dir) {
+            Ok(()) => loader.cache_dir = Some(cache_dir.to_owned()),
+            Err(e) => {
+                tracing::warn!(dir = %cache_dir.display(), error = %e, "no plugin cache: every start compiles")
+            }
+        }
+        Ok(loader)
+    }
+
+    /// A loader that compiles every time (for `plugin check`).
+    pub fn uncached() -> anyhow::Result<Self> {
+        let engine = engine().clone();
+        Ok(Loader {
+            routing_linker: linker(&engine, |l| {
+                routing::RoutingPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
+            })?,
+            remap_linker: linker(&engine, |l| {
+                remap::RemapPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
+            })?,
+            engine,
+            cache_dir: None,
+            compiled: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+        })
+    }
+
+    /// Compiles (or takes from the cache), checks and prepares a plugin.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        path: Option<&Path>,
+        settings: Arc<str>,
+        limits: PluginLimits,
+    ) -> anyhow::Result<Plugin> {
+        let digest = hex(&Sha256::digest(bytes));
+        let component = self.compile(bytes, &digest)?;
+        let prepared = self.prepare(&component)?;
+        Ok(Plugin::new(
+            name,
+            digest[..16].to_owned(),
+            path.map(Path::to_owned),
+            prepared,
+            settings,
+            limits,
+        ))
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let engine_hash = hasher.finish();
+        self.cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{digest}-{engine_hash:016x}.cwasm")))
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> anyhow::Result<Component> {
+        // Compiled components are shared within the process (several hubs,
+        // reloads of an unchanged file); the disk cache serves restarts.
+        static IN_MEMORY: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+        let memory = IN_MEMORY.get_or_init(Mutex::default);
+        if let Some(component) = memory.lock().unwrap().get(digest) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(component.clone());
+        }
+        let component = self.compile_uncached_in_memory(bytes, digest)?;
+        memory
+            .lock()
+            .unwrap()
+            .insert(digest.to_owned(), component.clone());
+        Ok(component)
+    }
+
+    fn compile_uncached_in_memory(&self, bytes: &[u8], digest: &str) -> anyhow::Result<Component> {
+        let cached = self.cache_path(digest);
+        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `precompile_component` of an
+            // engine with the same compatibility hash (it is in the name), in
+            // a folder only the hub writes; a damaged file fails to
+            // deserialize and is compiled again below.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(component);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cached component unusable; compiling")
+                }
+            }
+        }
+        let serialized = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| anyhow!("not a valid WebAssembly component: {e:#}"))?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(digest = &digest[..16], "compiled plugin component");
+        if let Some(path) = &cached {
+            let tmp = path.with_extension("tmp");
+            if let Err(e) =
+                std::fs::write(&tmp, &serialized).and_then(|()| std::fs::rename(&tmp, path))
+            {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the plugin cache");
+            }
+        }
+        // SAFETY: the bytes were just produced by this engine's `precompile_component`.
+        unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(anyhow::Error::from)
+    }
+
+    /// Checks the component against both worlds and prepares its instances.
+    fn prepare(&self, component: &Component) -> anyhow::Result<Prepared> {
+        let routing_err = match self
+            .routing_linker
+            .instantiate_pre(component)
+            .and_then(routing::RoutingPluginPre::new)
+        {
+            Ok(pre) => return Ok(Prepared::Routing(pre)),
+            Err(e) => e,
+        };
+        let remap_err = match self
+            .remap_linker
+            .instantiate_pre(component)
+            .and_then(remap::RemapPluginPre::new)
+        {
+            Ok(pre) => return Ok(Prepared::Remap(pre)),
+            Err(e) => e,
+        };
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        Err(anyhow!(
+            "the component implements neither world of alkdev:hub@0.1.0: it must export \
+             `alkdev:hub/routing@0.1.0` (routing-plugin) or `alkdev:hub/remap@0.1.0` (remap-plugin) \
+             and import nothing but `alkdev:hub/host@0.1.0` and WASI; it exports [{}]. \
+             As routing-plugin: {routing_err:#}. As remap-plugin: {remap_err:#}",
+            exports.join(", ")
+        ))
+    }
+}
+
+/// What `alkhub plugin check` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The world it implements.
+    pub world: World,
+    /// Its imports.
+    pub imports: Vec<String>,
+    /// Its exports.
+    pub exports: Vec<String>,
+    /// Size of the component in bytes.
+    pub size: usize,
+}
+
+/// Checks a component file: which world it implements and what it imports,
+/// or exactly what is wrong.
+pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let loader = Loader::uncached()?;
+    let component = loader.compile(&bytes, &hex(&Sha256::digest(&bytes)))?;
+    let prepared = loader.prepare(&component)?;
+    let ty = component.component_type();
+    Ok(CheckReport {
+        world: prepared.world(),
+        imports: ty
+            .imports(&loader.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect(),
+        exports: ty
+            .exports(&loader.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect(),
+        size: bytes.len(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,390 @@
+//! WebAssembly plugins: the remap and routing policies operators drop into
+//! the plugins folder.
+//!
+//! Every wasmtime type stays in this module. The rest of the hub sees
+//! [`crate::policy::RemapPolicy`] and [`crate::policy::RoutingPolicy`]
+//! objects that [`PluginHost`] hands out; a policy looks its plugin up by
+//! name at each decision, so a reload swaps it for the next decision while
+//! decisions in flight finish on the version they started with.
+//!
+//! - [`bindings`]: `bindgen!` for both worlds and the `host` imports.
+//! - [`loader`]: one engine, compiling with an on-disk cache, checking a
+//!   component against the worlds.
+//! - [`runner`]: warm instances and the three limits of a decision.
+//! - [`policies`]: the trait objects, with failure policy and quarantine.
+//! - [`watch`]: hot reload of the plugins folder.
+
+mod bindings;
+mod loader;
+mod policies;
+mod runner;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+
+use crate::config::PluginsConfig;
+use crate::policy::{LeastInFlight, NativeRemap, RemapPolicy, RoutingPolicy};
+
+pub use loader::{check_file, CheckReport, World};
+pub use policies::RoutingTable;
+use runner::Plugin;
+
+/// The shipped default plugins, built from `plugins/<name>/` and embedded so
+/// that a fresh checkout serves with them and no guest toolchain.
+const EMBEDDED: &[(&str, &[u8])] = &[
+    (
+        "rule-remap",
+        include_bytes!("../../plugins/dist/rule-remap.wasm"),
+    ),
+    (
+        "least-in-flight",
+        include_bytes!("../../plugins/dist/least-in-flight.wasm"),
+    ),
+];
+
+/// The name that selects the built-in native policy instead of a plugin.
+pub const NATIVE: &str = "native";
+
+/// Loads, runs and reloads plugins; cloning shares it.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    loader: loader::Loader,
+    config: PluginsConfig,
+    /// The version of each plugin that serves new decisions.
+    plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    /// Files that failed to load, with the reason (the old version, if any, keeps serving).
+    failed: Mutex<BTreeMap<String, (PathBuf, String)>>,
+    native_remap: Arc<NativeRemap>,
+    native_routing: Arc<LeastInFlight>,
+    reloads: AtomicU64,
+}
+
+/// What `GET /v1/plugins` shows of one plugin.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginStatus {
+    /// Its name (the file's stem).
+    pub name: String,
+    /// `remap` or `routing`; absent when it failed to load.
+    pub world: Option<World>,
+    /// The first 16 hex digits of the SHA-256 of the component.
+    pub version: Option<String>,
+    /// `active`, `quarantined` or `failed`.
+    pub status: &'static str,
+    /// Why it failed to load, or why it is quarantined.
+    pub error: Option<String>,
+    /// `file` or `embedded`.
+    pub source: &'static str,
+    /// Decisions made.
+    pub decisions: u64,
+    /// Decisions that failed (trap, deadline, memory, invalid answer).
+    pub failures: u64,
+    /// Mean latency of a decision, in microseconds.
+    pub mean_latency_us: f64,
+}
+
+/// The whole of `GET /v1/plugins`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStatus {
+    /// Every plugin, loaded or failed.
+    pub plugins: Vec<PluginStatus>,
+    /// Components compiled by this process (0 on a restart with unchanged plugins).
+    pub compiled: u64,
+    /// Components taken from the on-disk cache by this process.
+    pub cache_hits: u64,
+    /// Successful reloads since start.
+    pub reloads: u64,
+}
+
+impl PluginHost {
+    /// Creates the engine and loads the embedded defaults and every
+    /// component in the plugins folder. A component that fails to load is
+    /// reported in [`PluginHost::status`], not fatal.
+    pub fn start(
+        config: &PluginsConfig,
+        per_spoke_namespaces: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let loader = loader::Loader::new(&config.cache_dir)?;
+        let host = PluginHost {
+            inner: Arc::new(Inner {
+                loader,
+                config: config.clone(),
+                plugins: RwLock::default(),
+                failed: Mutex::default(),
+                native_remap: Arc::new(NativeRemap::new(per_spoke_namespaces.clone())),
+                native_routing: Arc::new(LeastInFlight),
+                reloads: AtomicU64::new(0),
+            }),
+        };
+        for (name, bytes) in EMBEDDED {
+            let settings = host.settings_json(name, &per_spoke_namespaces);
+            match host
+                .inner
+                .loader
+                .load(name, bytes, None, settings, config.limits_of(name))
+            {
+                Ok(plugin) => {
+                    host.inner
+                        .plugins
+                        .write()
+                        .unwrap()
+                        .insert(name.to_string(), Arc::new(plugin));
+                }
+                Err(e) => {
+                    tracing::error!(plugin = name, error = %e, "embedded plugin failed to load")
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&config.dir) {
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_component_file(p))
+                .collect();
+            paths.sort();
+            for path in paths {
+                host.load_file(&path, &per_spoke_namespaces);
+            }
+        }
+        for name in host.selected() {
+            if name != NATIVE && !host.inner.plugins.read().unwrap().contains_key(&name) {
+                tracing::warn!(plugin = %name, "configured plugin is not loaded; its failure policy applies");
+            }
+        }
+        if config.watch {
+            watch::spawn(host.clone(), per_spoke_namespaces);
+        }
+        Ok(host)
+    }
+
+    /// The names the configuration selects (remap, default routing, routes).
+    fn selected(&self) -> Vec<String> {
+        let c = &self.inner.config;
+        let mut names = vec![c.remap.clone(), c.routing.clone()];
+        names.extend(c.route.iter().map(|r| r.plugin.clone()));
+        names
+    }
+
+    /// The plugin's settings as JSON. The rule-remap plugin receives the
+    /// hub's `[remap] per_spoke_namespaces` when it has no settings of its own.
+    fn settings_json(&self, name: &str, per_spoke_namespaces: &[String]) -> Arc<str> {
+        let value = match self.inner.config.settings.get(name) {
+            Some(settings) => serde_json::to_value(settings).unwrap_or_default(),
+            None if name == "rule-remap" => {
+                serde_json::json!({ "per_spoke_namespaces": per_spoke_namespaces })
+            }
+            None => serde_json::json!({}),
+        };
+        value.to_string().into()
+    }
+
+    /// Loads (or reloads) one component file. On failure the previous
+    /// version, if any, keeps serving and the error is recorded.
+    fn load_file(&self, path: &Path, per_spoke_namespaces: &[String]) -> bool {
+        let Some(name) = plugin_name(path) else {
+            return false;
+        };
+        let loaded = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| {
+                let settings = self.settings_json(&name, per_spoke_namespaces);
+                let limits = self.inner.config.limits_of(&name);
+                self.inner
+                    .loader
+                    .load(&name, &bytes, Some(path), settings, limits)
+            });
+        match loaded {
+            Ok(plugin) => {
+                tracing::info!(plugin = %name, world = ?plugin.world(), version = %plugin.version, "plugin loaded");
+                self.inner.failed.lock().unwrap().remove(&name);
+                self.inner
+                    .plugins
+                    .write()
+                    .unwrap()
+                    .insert(name, Arc::new(plugin));
+                true
+            }
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %format!("{e:#}"), "plugin failed to load");
+                self.inner
+                    .failed
+                    .lock()
+                    .unwrap()
+                    .insert(name, (path.to_owned(), format!("{e:#}")));
+                false
+            }
+        }
+    }
+
+    /// A file was removed: its plugin unloads (an embedded default of the
+    /// same name takes over again).
+    fn unload_file(&self, path: &Path, per_spoke_namespaces: &[String]) {
+        let Some(name) = plugin_name(path) else {
+            return;
+        };
+        self.inner.failed.lock().unwrap().remove(&name);
+        let embedded = EMBEDDED.iter().find(|(n, _)| *n == name);
+        let mut plugins = self.inner.plugins.write().unwrap();
+        match embedded {
+            Some((_, bytes)) => {
+                let settings = self.settings_json(&name, per_spoke_namespaces);
+                if let Ok(p) = self.inner.loader.load(
+                    &name,
+                    bytes,
+                    None,
+                    settings,
+                    self.inner.config.limits_of(&name),
+                ) {
+                    plugins.insert(name, Arc::new(p));
+                }
+            }
+            None => {
+                plugins.remove(&name);
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.inner.plugins.read().unwrap().get(name).cloned()
+    }
+
+    /// The remap policy the configuration selects.
+    pub fn remap_policy(&self) -> Arc<dyn RemapPolicy> {
+        let name = &self.inner.config.remap;
+        if name == NATIVE {
+            return self.inner.native_remap.clone();
+        }
+        Arc::new(policies::WasmRemap::new(self.clone(), name))
+    }
+
+    /// The routing policy the configuration selects: per-pattern routes over
+    /// the default.
+    pub fn routing_policy(&self) -> Arc<dyn RoutingPolicy> {
+        let c = &self.inner.config;
+        let by_name = |name: &str| -> Arc<dyn RoutingPolicy> {
+            if name == NATIVE {
+                self.inner.native_routing.clone()
+            } else {
+                Arc::new(policies::WasmRouting::new(self.clone(), name))
+            }
+        };
+        let routes = c
+            .route
+            .iter()
+            .map(|r| (r.pattern.clone(), by_name(&r.plugin)))
+            .collect();
+        Arc::new(RoutingTable::new(routes, by_name(&c.routing)))
+    }
+
+    /// Every plugin with its state and counters.
+    pub fn status(&self) -> HostStatus {
+        let mut plugins: Vec<PluginStatus> = self
+            .inner
+            .plugins
+            .read()
+            .unwrap()
+            .values()
+            .map(|p| p.status())
+            .collect();
+        for (name, (_, error)) in self.inner.failed.lock().unwrap().iter() {
+            match plugins.iter_mut().find(|p| &p.name == name) {
+                // The old version still serves; show the new one's error beside it.
+                Some(serving) => {
+                    serving.error = Some(format!("a newer file failed to load: {error}"))
+                }
+                None => plugins.push(PluginStatus {
+                    name: name.clone(),
+                    world: None,
+                    version: None,
+                    status: "failed",
+                    error: Some(error.clone()),
+                    source: "file",
+                    decisions: 0,
+                    failures: 0,
+                    mean_latency_us: 0.0,
+                }),
+            }
+        }
+        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        HostStatus {
+            plugins,
+            compiled: self.inner.loader.compiled.load(Ordering::Relaxed),
+            cache_hits: self.inner.loader.cache_hits.load(Ordering::Relaxed),
+            reloads: self.inner.reloads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Mean cost of one routing decision of `component` (with `settings`), over
+/// `n` decisions among three candidates, either on one warm instance or on a
+/// new instance each time. For benchmarks.
+#[doc(hidden)]
+pub fn measure_routing(
+    component: &[u8],
+    settings: &str,
+    n: u32,
+    warm: bool,
+) -> anyhow::Result<std::time::Duration> {
+    use crate::policy::{Candidate, RouteCall};
+    let loader = loader::Loader::uncached()?;
+    let limits = crate::config::PluginLimits {
+        max_uses: if warm { u64::MAX } else { 1 },
+        ..Default::default()
+    };
+    let plugin = loader.load("bench", component, None, settings.into(), limits)?;
+    let labels: Vec<BTreeMap<String, String>> = ["eu", "us", "ap"]
+        .iter()
+        .map(|r| BTreeMap::from([("region".to_owned(), r.to_string())]))
+        .collect();
+    let ids = ["p0", "p1", "p2"];
+    let candidates: Vec<Candidate<'_>> = (0..3)
+        .map(|i| Candidate {
+            registration_id: ids[i],
+            provider_id: ids[i],
+            labels: &labels[i],
+            in_flight: i as u32,
+            connected_at_ms: 0,
+        })
+        .collect();
+    let metadata = BTreeMap::from([
+        ("region".to_owned(), "us".to_owned()),
+        ("affinity".to_owned(), "user-42".to_owned()),
+    ]);
+    let mut call = RouteCall {
+        operation_id: "bench.echo",
+        op_type: crate::protocol::OperationType::Query,
+        caller: None,
+        metadata: Some(&metadata),
+        sequence: 0,
+    };
+    for _ in 0..n.min(100) {
+        plugin
+            .route(&call, &candidates)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        call.sequence = u64::from(i);
+        plugin
+            .route(&call, &candidates)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(started.elapsed() / n.max(1))
+}
+
+fn is_component_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm") && path.is_file()
+}
+
+fn plugin_name(path: &Path) -> Option<String> {
+    path.file_stem()?.to_str().map(str::to_owned)
+}

@@ -1,0 +1,224 @@
+//! The policy objects the hub uses: a Wasm plugin looked up by name at each
+//! decision, with its failure policy, and the table of routing plugins per
+//! operation pattern.
+
+use std::sync::Arc;
+
+use super::PluginHost;
+use crate::config::OnFailure;
+use crate::policy::{
+    Candidate, Decision, Declared, LeastInFlight, RemapPolicy, RemapProvider, RemapResult,
+    RouteCall, RoutingPolicy,
+};
+
+/// Routing through the plugin named `name`.
+pub struct WasmRouting {
+    host: PluginHost,
+    name: String,
+}
+
+impl WasmRouting {
+    /// A policy for plugin `name` of `host`.
+    pub fn new(host: PluginHost, name: &str) -> Self {
+        WasmRouting {
+            host,
+            name: name.to_owned(),
+        }
+    }
+
+    fn on_failure(
+        &self,
+        policy: OnFailure,
+        reason: String,
+        call: &RouteCall<'_>,
+        candidates: &[Candidate<'_>],
+    ) -> Decision {
+        match policy {
+            OnFailure::Fallback => LeastInFlight.choose(call, candidates),
+            OnFailure::Error => Decision::Refuse(reason),
+        }
+    }
+}
+
+fn valid(decision: &Decision, n: usize) -> Result<(), String> {
+    match decision {
+        Decision::Choose(i) if *i >= n => Err(format!("it chose candidate {i} of {n}")),
+        Decision::Ordered(order) if order.is_empty() => {
+            Err("it returned an empty order".to_owned())
+        }
+        Decision::Ordered(order) => match order.iter().find(|i| **i >= n) {
+            Some(i) => Err(format!("its order names candidate {i} of {n}")),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+impl RoutingPolicy for WasmRouting {
+    fn choose(&self, call: &RouteCall<'_>, candidates: &[Candidate<'_>]) -> Decision {
+        let Some(plugin) = self.host.get(&self.name) else {
+            let policy = self.host.inner.config.limits_of(&self.name).on_failure;
+            return self.on_failure(
+                policy,
+                format!("routing plugin {} is not loaded", self.name),
+                call,
+                candidates,
+            );
+        };
+        if let Some(reason) = plugin.quarantined() {
+            return self.on_failure(plugin.limits.on_failure, reason, call, candidates);
+        }
+        let outcome = plugin.route(call, candidates).and_then(|d| {
+            valid(&d, candidates.len())
+                .map(|()| d)
+                .map_err(|e| format!("invalid decision: {e}"))
+        });
+        match outcome {
+            Ok(decision) => {
+                plugin.succeeded();
+                decision
+            }
+            Err(error) => {
+                plugin.failed(&error);
+                let reason = format!("routing plugin {} failed: {error}", self.name);
+                self.on_failure(plugin.limits.on_failure, reason, call, candidates)
+            }
+        }
+    }
+
+    fn wants_single_candidate(&self, _operation_id: &str) -> bool {
+        self.host
+            .get(&self.name)
+            .is_some_and(|p| p.limits.see_every_call)
+    }
+}
+
+/// Remap through the plugin named `name`.
+pub struct WasmRemap {
+    host: PluginHost,
+    name: String,
+}
+
+impl WasmRemap {
+    /// A policy for plugin `name` of `host`.
+    pub fn new(host: PluginHost, name: &str) -> Self {
+        WasmRemap {
+            host,
+            name: name.to_owned(),
+        }
+    }
+
+    fn on_failure(
+        &self,
+        policy: OnFailure,
+        reason: String,
+        provider: &RemapProvider<'_>,
+        op: &Declared<'_>,
+    ) -> RemapResult {
+        match policy {
+            OnFailure::Fallback => self.host.inner.native_remap.remap(provider, op),
+            OnFailure::Error => Err(reason),
+        }
+    }
+}
+
+impl RemapPolicy for WasmRemap {
+    fn remap(&self, provider: &RemapProvider<'_>, op: &Declared<'_>) -> RemapResult {
+        let Some(plugin) = self.host.get(&self.name) else {
+            let policy = self.host.inner.config.limits_of(&self.name).on_failure;
+            return self.on_failure(
+                policy,
+                format!("remap plugin {} is not loaded", self.name),
+                provider,
+                op,
+            );
+        };
+        if let Some(reason) = plugin.quarantined() {
+            return self.on_failure(plugin.limits.on_failure, reason, provider, op);
+        }
+        match plugin.remap(provider, op) {
+            Ok(answer) => {
+                plugin.succeeded();
+                answer
+            }
+            Err(error) => {
+                plugin.failed(&error);
+                let reason = format!("remap plugin {} failed: {error}", self.name);
+                self.on_failure(plugin.limits.on_failure, reason, provider, op)
+            }
+        }
+    }
+}
+
+/// Routing plugins per operation pattern, first match wins, over a default.
+pub struct RoutingTable {
+    routes: Vec<(String, Arc<dyn RoutingPolicy>)>,
+    default: Arc<dyn RoutingPolicy>,
+}
+
+impl RoutingTable {
+    /// A table of `(pattern, policy)` routes over `default`.
+    pub fn new(
+        routes: Vec<(String, Arc<dyn RoutingPolicy>)>,
+        default: Arc<dyn RoutingPolicy>,
+    ) -> Self {
+        RoutingTable { routes, default }
+    }
+
+    fn policy_for(&self, operation_id: &str) -> &Arc<dyn RoutingPolicy> {
+        self.routes
+            .iter()
+            .find(|(pattern, _)| glob(pattern, operation_id))
+            .map(|(_, policy)| policy)
+            .unwrap_or(&self.default)
+    }
+}
+
+impl RoutingPolicy for RoutingTable {
+    fn choose(&self, call: &RouteCall<'_>, candidates: &[Candidate<'_>]) -> Decision {
+        self.policy_for(call.operation_id).choose(call, candidates)
+    }
+
+    fn wants_single_candidate(&self, operation_id: &str) -> bool {
+        self.policy_for(operation_id)
+            .wants_single_candidate(operation_id)
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` matches any run of characters.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("chat.*", "chat.complete"));
+        assert!(!glob("chat.*", "chatter.x"));
+        assert!(glob("*", "anything"));
+        assert!(glob("dev.*.read", "dev.box.fs.read"));
+        assert!(glob("exact.op", "exact.op"));
+        assert!(!glob("exact.op", "exact.ops"));
+    }
+}

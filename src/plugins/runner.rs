@@ -1,0 +1,392 @@
+//! One loaded plugin version: its warm instances, the three limits of each
+//! decision, and its counters.
+//!
+//! Limits per decision: the epoch deadline interrupts a guest that runs too
+//! long (hard stop); `StoreLimits` caps its linear memory; the wall-clock
+//! check after the call rejects an answer that came too late. An instance
+//! that trapped is dropped; one that answered goes back to the pool until it
+//! reaches `max_uses`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, StoreLimitsBuilder};
+
+use super::bindings::{remap, routing, PluginState};
+use super::loader::{engine, World, EPOCH_TICK};
+use super::PluginStatus;
+use crate::config::PluginLimits;
+use crate::policy::{Candidate, Decision, Declared, RemapProvider, RemapResult, RouteCall};
+use crate::protocol::{OperationType, PrincipalKind};
+
+/// A component checked against its world, ready to instantiate.
+pub enum Prepared {
+    /// A routing plugin.
+    Routing(routing::RoutingPluginPre<PluginState>),
+    /// A remap plugin.
+    Remap(remap::RemapPluginPre<PluginState>),
+}
+
+impl Prepared {
+    /// The world.
+    pub fn world(&self) -> World {
+        match self {
+            Prepared::Routing(_) => World::Routing,
+            Prepared::Remap(_) => World::Remap,
+        }
+    }
+}
+
+enum Bound {
+    Routing(routing::RoutingPlugin),
+    Remap(remap::RemapPlugin),
+}
+
+struct Warm {
+    store: Store<PluginState>,
+    bound: Bound,
+    uses: u64,
+}
+
+#[derive(Default)]
+struct Health {
+    consecutive_failures: u32,
+    quarantined_until: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// One version of one plugin.
+pub struct Plugin {
+    /// Its name.
+    pub name: Arc<str>,
+    /// First 16 hex digits of the component's SHA-256.
+    pub version: String,
+    /// The file it came from; `None` for an embedded default.
+    pub path: Option<PathBuf>,
+    prepared: Prepared,
+    settings: Arc<str>,
+    /// Its limits and failure policy.
+    pub limits: PluginLimits,
+    warm: Mutex<Vec<Warm>>,
+    health: Mutex<Health>,
+    decisions: AtomicU64,
+    failures: AtomicU64,
+    latency_ns: AtomicU64,
+}
+
+impl Plugin {
+    /// A plugin ready to make decisions.
+    pub fn new(
+        name: &str,
+        version: String,
+        path: Option<PathBuf>,
+        prepared: Prepared,
+        settings: Arc<str>,
+        limits: PluginLimits,
+    ) -> Self {
+        Plugin {
+            name: name.into(),
+            version,
+            path,
+            prepared,
+            settings,
+            limits,
+            warm: Mutex::default(),
+            health: Mutex::default(),
+            decisions: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The world it implements.
+    pub fn world(&self) -> World {
+        self.prepared.world()
+    }
+
+    fn instantiate(&self) -> anyhow::Result<Warm> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        let mut store = Store::new(
+            engine(),
+            PluginState::new(self.name.clone(), self.settings.clone(), limits),
+        );
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bound = match &self.prepared {
+            Prepared::Routing(pre) => Bound::Routing(pre.instantiate(&mut store)?),
+            Prepared::Remap(pre) => Bound::Remap(pre.instantiate(&mut store)?),
+        };
+        Ok(Warm {
+            store,
+            bound,
+            uses: 0,
+        })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (Duration::from_millis(self.limits.epoch_deadline_ms).as_nanos() / EPOCH_TICK.as_nanos())
+            .max(1) as u64
+    }
+
+    /// Runs `decide` on a warm instance (or a new one) within the limits.
+    fn run<R>(&self, decide: impl FnOnce(&mut Warm) -> wasmtime::Result<R>) -> Result<R, String> {
+        let started = Instant::now();
+        let pooled = self.warm.lock().unwrap().pop();
+        let mut warm = match pooled {
+            Some(w) => w,
+            None => self
+                .instantiate()
+                .map_err(|e| format!("cannot instantiate: {e:#}"))?,
+        };
+        warm.store.set_epoch_deadline(self.deadline_ticks());
+        let result = decide(&mut warm);
+        let elapsed = started.elapsed();
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        self.latency_ns
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(answer) => {
+                warm.uses += 1;
+                if warm.uses < self.limits.max_uses {
+                    self.warm.lock().unwrap().push(warm);
+                }
+                if elapsed > Duration::from_micros(self.limits.timeout_us) {
+                    return Err(format!(
+                        "the decision took {} µs, over timeout_us = {}",
+                        elapsed.as_micros(),
+                        self.limits.timeout_us
+                    ));
+                }
+                Ok(answer)
+            }
+            // A trapped instance is dropped: its state cannot be trusted.
+            Err(trap) => Err(describe_trap(&trap, &self.limits)),
+        }
+    }
+
+    /// Asks a routing plugin for a decision.
+    pub fn route(
+        &self,
+        call: &RouteCall<'_>,
+        candidates: &[Candidate<'_>],
+    ) -> Result<Decision, String> {
+        let w_call = routing::exports::alkdev::hub::routing::Call {
+            operation_id: call.operation_id.to_owned(),
+            type_: routing_op_type(call.op_type),
+            caller: call
+                .caller
+                .map(|c| routing::exports::alkdev::hub::routing::Caller {
+                    kind: routing_kind(c.kind),
+                    id: c.id.clone(),
+                    scopes: c.scopes.clone(),
+                }),
+            metadata: call
+                .metadata
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| routing::alkdev::hub::types::Label {
+                            key: k.clone(),
+                            value: v.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            sequence: call.sequence,
+        };
+        let w_candidates: Vec<_> = candidates
+            .iter()
+            .map(|c| routing::exports::alkdev::hub::routing::Candidate {
+                registration_id: c.registration_id.to_owned(),
+                provider_id: c.provider_id.to_owned(),
+                labels: c
+                    .labels
+                    .iter()
+                    .map(|(k, v)| routing::alkdev::hub::types::Label {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                in_flight: c.in_flight,
+                connected_at_ms: c.connected_at_ms,
+            })
+            .collect();
+        let answer = self.run(|warm| match &warm.bound {
+            Bound::Routing(plugin) => {
+                plugin
+                    .alkdev_hub_routing()
+                    .call_choose(&mut warm.store, &w_call, &w_candidates)
+            }
+            Bound::Remap(_) => Err(wasmtime::Error::msg("a remap plugin cannot route")),
+        })?;
+        use routing::exports::alkdev::hub::routing::Decision as D;
+        Ok(match answer {
+            D::Choose(i) => Decision::Choose(i as usize),
+            D::Ordered(order) => Decision::Ordered(order.into_iter().map(|i| i as usize).collect()),
+            D::Refuse(reason) => Decision::Refuse(reason),
+        })
+    }
+
+    /// Asks a remap plugin for a declaration's post-remap id.
+    pub fn remap(
+        &self,
+        provider: &RemapProvider<'_>,
+        op: &Declared<'_>,
+    ) -> Result<RemapResult, String> {
+        use remap::exports::alkdev::hub::remap as r;
+        let w_provider = r::Provider {
+            kind: match provider.kind {
+                PrincipalKind::Spoke => remap::alkdev::hub::types::PrincipalKind::Spoke,
+                PrincipalKind::Client => remap::alkdev::hub::types::PrincipalKind::Client,
+            },
+            id: provider.id.to_owned(),
+            name: provider.name.map(str::to_owned),
+            labels: provider
+                .labels
+                .iter()
+                .map(|(k, v)| remap::alkdev::hub::types::Label {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        };
+        let w_op = r::Declared {
+            namespace: op.namespace.to_owned(),
+            name: op.name.to_owned(),
+            type_: match op.op_type {
+                OperationType::Query => remap::alkdev::hub::types::OperationType::Query,
+                OperationType::Mutation => remap::alkdev::hub::types::OperationType::Mutation,
+                OperationType::Subscription => {
+                    remap::alkdev::hub::types::OperationType::Subscription
+                }
+            },
+        };
+        let answer = self.run(|warm| match &warm.bound {
+            Bound::Remap(plugin) => {
+                plugin
+                    .alkdev_hub_remap()
+                    .call_remap(&mut warm.store, &w_provider, &w_op)
+            }
+            Bound::Routing(_) => Err(wasmtime::Error::msg("a routing plugin cannot remap")),
+        })?;
+        Ok(answer.map(|m| (m.namespace, m.name)))
+    }
+
+    /// The reason the plugin is bypassed right now, if it is quarantined.
+    pub fn quarantined(&self) -> Option<String> {
+        let mut health = self.health.lock().unwrap();
+        match health.quarantined_until {
+            Some(until) if Instant::now() < until => Some(format!(
+                "plugin {} is quarantined after repeated failures (last: {})",
+                self.name,
+                health.last_error.as_deref().unwrap_or("unknown")
+            )),
+            Some(_) => {
+                // The cool-down is over: give it another chance.
+                health.quarantined_until = None;
+                health.consecutive_failures = 0;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records a successful decision.
+    pub fn succeeded(&self) {
+        let mut health = self.health.lock().unwrap();
+        if health.consecutive_failures != 0 {
+            health.consecutive_failures = 0;
+        }
+    }
+
+    /// Records a failed decision, quarantining the plugin after too many in a row.
+    pub fn failed(&self, error: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut health = self.health.lock().unwrap();
+        health.consecutive_failures += 1;
+        health.last_error = Some(error.to_owned());
+        tracing::warn!(plugin = %self.name, error, "plugin decision failed");
+        if health.consecutive_failures >= self.limits.quarantine_after
+            && health.quarantined_until.is_none()
+        {
+            health.quarantined_until =
+                Some(Instant::now() + Duration::from_secs(self.limits.quarantine_secs));
+            tracing::error!(
+                plugin = %self.name,
+                failures = health.consecutive_failures,
+                seconds = self.limits.quarantine_secs,
+                "plugin quarantined"
+            );
+        }
+    }
+
+    /// What `GET /v1/plugins` shows.
+    pub fn status(&self) -> PluginStatus {
+        let decisions = self.decisions.load(Ordering::Relaxed);
+        let quarantine = self.quarantined();
+        PluginStatus {
+            name: self.name.to_string(),
+            world: Some(self.world()),
+            version: Some(self.version.clone()),
+            status: if quarantine.is_some() {
+                "quarantined"
+            } else {
+                "active"
+            },
+            error: quarantine,
+            source: if self.path.is_some() {
+                "file"
+            } else {
+                "embedded"
+            },
+            decisions,
+            failures: self.failures.load(Ordering::Relaxed),
+            mean_latency_us: if decisions == 0 {
+                0.0
+            } else {
+                self.latency_ns.load(Ordering::Relaxed) as f64 / decisions as f64 / 1000.0
+            },
+        }
+    }
+}
+
+fn describe_trap(trap: &wasmtime::Error, limits: &PluginLimits) -> String {
+    match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!(
+            "the decision ran past epoch_deadline_ms = {} and was interrupted",
+            limits.epoch_deadline_ms
+        ),
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            format!("the plugin trapped (unreachable): {trap:#}")
+        }
+        _ if format!("{trap:#}").contains("memory") => {
+            format!(
+                "the plugin hit its memory limit of {} bytes: {trap:#}",
+                limits.memory_bytes
+            )
+        }
+        _ => format!("the plugin trapped: {trap:#}"),
+    }
+}
+
+fn routing_op_type(t: OperationType) -> routing::alkdev::hub::types::OperationType {
+    match t {
+        OperationType::Query => routing::alkdev::hub::types::OperationType::Query,
+        OperationType::Mutation => routing::alkdev::hub::types::OperationType::Mutation,
+        OperationType::Subscription => routing::alkdev::hub::types::OperationType::Subscription,
+    }
+}
+
+fn routing_kind(k: PrincipalKind) -> routing::alkdev::hub::types::PrincipalKind {
+    match k {
+        PrincipalKind::Spoke => routing::alkdev::hub::types::PrincipalKind::Spoke,
+        PrincipalKind::Client => routing::alkdev::hub::types::PrincipalKind::Client,
+    }
+}

@@ -1,0 +1,643 @@
+//! WebAssembly plugins through a real hub: the shipped policies, misbehaving
+//! components built here from WAT, hot reload and the compile cache.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alkhub::config::{OnFailure, RouteRule};
+use alkhub::peer::{spec, CallOptions, Peer};
+use alkhub::protocol::{OperationType, PrincipalKind};
+use common::{eventually, hub_with, TestHub};
+use serde_json::{json, Value};
+
+/// A shipped component built from `plugins/<name>/` into `plugins/dist/`.
+fn shipped(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first (bash plugins/build-others.sh; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn install(hub_plugins: &Path, component: &Path, as_name: &str) {
+    std::fs::copy(component, hub_plugins.join(format!("{as_name}.wasm"))).unwrap();
+}
+
+/// A hub whose plugins folder holds `files` before it starts, and whose
+/// operations matching `work.*` route through `router`.
+async fn hub_routing(router: &str, files: &[(&str, PathBuf)], settings: Value) -> TestHub {
+    let router = router.to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, path) in files {
+        install(dir.path(), path, name);
+    }
+    let hub = hub_with(move |c| {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), c.plugins.dir.join(entry.file_name())).unwrap();
+        }
+        c.plugins.route.push(RouteRule {
+            pattern: "work.*".into(),
+            plugin: router.clone(),
+        });
+        if !settings.is_null() {
+            c.plugins
+                .settings
+                .insert(router.clone(), serde_json::from_value(settings).unwrap());
+        }
+    })
+    .await;
+    hub
+}
+
+/// A spoke `id` (with `labels`) serving `work.job`, recording who served each call.
+async fn worker(
+    hub: &TestHub,
+    id: &str,
+    labels: &[(&str, &str)],
+    log: Arc<Mutex<Vec<String>>>,
+    delay_ms: u64,
+) -> Peer {
+    let who = id.to_owned();
+    let mut builder = hub.spoke(id).await;
+    for (k, v) in labels {
+        builder = builder.label(*k, *v);
+    }
+    builder
+        .operation(spec("work", "job", OperationType::Query), move |_| {
+            log.lock().unwrap().push(who.clone());
+            let who = who.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                Ok(json!(who))
+            }
+        })
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn call_with_meta(client: &Peer, meta: &[(&str, &str)]) -> Result<String, String> {
+    let options = CallOptions {
+        metadata: meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    client
+        .call_with("work.job", Value::Null, options)
+        .await
+        .map(|out| out["data"].as_str().unwrap().to_owned())
+        .map_err(|e| format!("{}: {}", e.code, e.message))
+}
+
+async fn plugins_status(hub: &TestHub, token: &str) -> Value {
+    let r = hub.http("GET", "/v1/plugins", Some(token), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn plugin<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin {name} in {status}"))
+}
+
+#[tokio::test]
+async fn the_default_wasm_router_avoids_a_busy_provider() {
+    let hub = hub_routing("least-in-flight", &[], Value::Null).await;
+    let log = Arc::<Mutex<Vec<String>>>::default();
+    let _slow = worker(&hub, "slow", &[], log.clone(), 2_000).await;
+    let _fast = worker(&hub, "fast", &[], log.clone(), 0).await;
+    let client = hub.client("app", &[]).await;
+    // Occupy one provider with a long call, whichever it is.
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { call_with_meta(&client, &[]).await }
+    });
+    eventually("a call in flight", || async {
+        !log.lock().unwrap().is_empty()
+    })
+    .await;
+    let busy = log.lock().unwrap()[0].clone();
+    for _ in 0..6 {
+        call_with_meta(&client, &[]).await.unwrap_or_default();
+    }
+    {
+        let log = log.lock().unwrap();
+        assert!(
+            log[1..].iter().all(|who| *who != busy),
+            "calls went to the busy provider {busy}: {log:?}"
+        );
+    }
+    assert_eq!(first.await.unwrap().unwrap(), busy);
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    let router = plugin(&status, "least-in-flight");
+    assert_eq!(
+        (router["world"].clone(), router["source"].clone()),
+        (json!("routing"), json!("embedded"))
+    );
+    assert!(router["decisions"].as_u64().unwrap() >= 6, "{router}");
+    assert_eq!(router["failures"], 0);
+}
+
+#[tokio::test]
+async fn the_remap_rules_yield_the_configured_ids_and_refusals_carry_their_reason() {
+    let hub = hub_with(|c| {
+        c.plugins.settings.insert(
+            "rule-remap".into(),
+            toml::from_str(
+                r#"
+                per_spoke_namespaces = ["dev"]
+                deny = ["legacy"]
+                rename = { "tools.old" = "tools.current" }
+                prefixes = [{ from = "acme.v1", to = "acme" }]
+                "#,
+            )
+            .unwrap(),
+        );
+    })
+    .await;
+    let peer = hub
+        .spoke("devbox")
+        .await
+        .operation(spec("dev.fs", "read", OperationType::Query), |_| async {
+            Ok(json!(1))
+        })
+        .operation(spec("tools", "old", OperationType::Query), |_| async {
+            Ok(json!(2))
+        })
+        .operation(
+            spec("acme.v1.billing", "charge", OperationType::Mutation),
+            |_| async { Ok(json!(3)) },
+        )
+        .operation(spec("chat", "complete", OperationType::Query), |_| async {
+            Ok(json!(4))
+        })
+        .operation(spec("legacy.x", "y", OperationType::Query), |_| async {
+            Ok(json!(5))
+        })
+        .connect()
+        .await
+        .unwrap();
+    let welcome = peer.welcome();
+    let ids: Vec<(String, String)> = welcome
+        .registrations
+        .iter()
+        .map(|r| (r.pre_remap_id.clone(), r.operation_id.clone()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("dev.fs.read".to_owned(), "dev.devbox.fs.read".to_owned()),
+            ("tools.old".to_owned(), "tools.current".to_owned()),
+            (
+                "acme.v1.billing.charge".to_owned(),
+                "acme.billing.charge".to_owned()
+            ),
+            ("chat.complete".to_owned(), "chat.complete".to_owned()),
+        ]
+    );
+    assert_eq!(welcome.rejected.len(), 1);
+    assert_eq!(welcome.rejected[0].operation_id, "legacy.x.y");
+    assert!(
+        welcome.rejected[0]
+            .message
+            .contains("legacy is not accepted"),
+        "{}",
+        welcome.rejected[0].message
+    );
+    let client = hub.client("app", &[]).await;
+    assert_eq!(
+        client
+            .call("acme.billing.charge", Value::Null)
+            .await
+            .unwrap()["data"],
+        3
+    );
+}
+
+#[tokio::test]
+async fn affinity_follows_labels() {
+    let hub = hub_routing(
+        "label-affinity",
+        &[("label-affinity", shipped("label-affinity"))],
+        json!({"keys": ["region"]}),
+    )
+    .await;
+    let log = Arc::<Mutex<Vec<String>>>::default();
+    let _eu = worker(&hub, "eu-1", &[("region", "eu")], log.clone(), 0).await;
+    let _us = worker(&hub, "us-1", &[("region", "us")], log.clone(), 0).await;
+    let client = hub.client("app", &[]).await;
+    for _ in 0..5 {
+        assert_eq!(
+            call_with_meta(&client, &[("region", "us")]).await.unwrap(),
+            "us-1"
+        );
+        assert_eq!(
+            call_with_meta(&client, &[("region", "eu")]).await.unwrap(),
+            "eu-1"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sticky_keeps_keys_on_their_provider_and_moves_only_the_departed_ones() {
+    let hub = hub_routing(
+        "sticky",
+        &[("sticky", shipped("sticky"))],
+        json!({"key": "user"}),
+    )
+    .await;
+    let log = Arc::<Mutex<Vec<String>>>::default();
+    let mut workers = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        workers.push(worker(&hub, id, &[], log.clone(), 0).await);
+    }
+    let client = hub.client("app", &[]).await;
+    let users: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+    let mut before = std::collections::BTreeMap::new();
+    for user in &users {
+        let first = call_with_meta(&client, &[("user", user)]).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                call_with_meta(&client, &[("user", user)]).await.unwrap(),
+                first,
+                "{user} moved"
+            );
+        }
+        before.insert(user.clone(), first);
+    }
+    let used: std::collections::BTreeSet<_> = before.values().cloned().collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "30 keys should spread over 3 providers: {before:?}"
+    );
+
+    // w2 leaves: only its keys move.
+    let w2 = workers.remove(1);
+    w2.close();
+    eventually("w2 gone", || async {
+        hub.statuses("work.job")
+            .await
+            .iter()
+            .filter(|s| *s == "active")
+            .count()
+            == 2
+    })
+    .await;
+    for user in &users {
+        let now = call_with_meta(&client, &[("user", user)]).await.unwrap();
+        if before[user] == "w2" {
+            assert_ne!(now, "w2");
+        } else {
+            assert_eq!(
+                now, before[user],
+                "{user} moved although its provider stayed"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn round_robin_cycles() {
+    let hub = hub_routing(
+        "round-robin",
+        &[("round-robin", shipped("round-robin"))],
+        Value::Null,
+    )
+    .await;
+    let log = Arc::<Mutex<Vec<String>>>::default();
+    let _a = worker(&hub, "a", &[], log.clone(), 0).await;
+    let _b = worker(&hub, "b", &[], log.clone(), 0).await;
+    let _c = worker(&hub, "c", &[], log.clone(), 0).await;
+    let client = hub.client("app", &[]).await;
+    let mut served = Vec::new();
+    for _ in 0..9 {
+        served.push(call_with_meta(&client, &[]).await.unwrap());
+    }
+    // Every window of three consecutive calls covers all three providers.
+    for window in served.windows(3) {
+        let distinct: std::collections::BTreeSet<_> = window.iter().collect();
+        assert_eq!(distinct.len(), 3, "{served:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Misbehaving components, built from WAT against the real WIT package.
+
+/// A routing component whose `choose` runs `body` (which must leave an i32
+/// pointer to the result on the stack, or never return).
+fn wat_router(body: &str) -> Vec<u8> {
+    let wat = format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (global $heap (mut i32) (i32.const 1024))
+          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $ret i32)
+            (local.set $ret (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+                                     (i32.sub (i32.const 0) (local.get 2))))
+            (global.set $heap (i32.add (local.get $ret) (local.get 3)))
+            (local.get $ret))
+          (func (export "alkdev:hub/routing@0.1.0#choose")
+            (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i64 i32 i32) (result i32)
+            {body})
+          (func (export "cabi_post_alkdev:hub/routing@0.1.0#choose") (param i32)
+            (global.set $heap (i32.const 1024)))
+        )"#
+    );
+    componentize(&wat, "routing-plugin", None)
+}
+
+/// Encodes a WAT core module as a component of `world` (from `wit/`, or
+/// from `extra_wit` when given).
+fn componentize(wat: &str, world: &str, extra_wit: Option<&str>) -> Vec<u8> {
+    let mut module = wat::parse_str(wat).unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let package = match extra_wit {
+        Some(text) => resolve.push_str("extra.wit", text).unwrap(),
+        None => {
+            resolve
+                .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit"))
+                .unwrap()
+                .0
+        }
+    };
+    let world = resolve.select_world(&[package], Some(world)).unwrap();
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+/// `choose(0)`: the decision variant (tag 0, payload 0) written at address 16.
+const CHOOSE_FIRST: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 0)) (i32.const 16)";
+const INFINITE_LOOP: &str = "(loop $forever (br $forever)) (unreachable)";
+const TRAP: &str = "(unreachable)";
+/// Grows memory until the limit refuses, then traps as an allocator would.
+const MEMORY_HOG: &str = "(block $full (loop $grow (br_if $full (i32.eq (memory.grow (i32.const 64)) (i32.const -1))) (br $grow))) (unreachable)";
+
+async fn misbehaving_hub(body: &str, on_failure: OnFailure) -> TestHub {
+    let component = wat_router(body);
+    hub_with(move |c| {
+        std::fs::write(c.plugins.dir.join("bad.wasm"), &component).unwrap();
+        c.plugins.route.push(RouteRule {
+            pattern: "work.*".into(),
+            plugin: "bad".into(),
+        });
+        c.plugins.overrides.insert(
+            "bad".into(),
+            alkhub::config::PluginOverrides {
+                epoch_deadline_ms: Some(20),
+                memory_bytes: Some(4 * 1024 * 1024),
+                on_failure: Some(on_failure),
+                quarantine_after: Some(3),
+                quarantine_secs: Some(60),
+                ..Default::default()
+            },
+        );
+    })
+    .await
+}
+
+async fn two_workers(hub: &TestHub) -> (Peer, Peer, Peer) {
+    let log = Arc::<Mutex<Vec<String>>>::default();
+    let a = worker(hub, "a", &[], log.clone(), 0).await;
+    let b = worker(hub, "b", &[], log, 0).await;
+    (a, b, hub.client("app", &[]).await)
+}
+
+#[tokio::test]
+async fn a_well_behaved_wat_router_is_used() {
+    let hub = misbehaving_hub(CHOOSE_FIRST, OnFailure::Error).await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    for _ in 0..4 {
+        assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "a");
+    }
+}
+
+#[tokio::test]
+async fn misbehaving_routers_cost_their_budget_answer_the_call_and_get_quarantined() {
+    for (what, body) in [
+        ("infinite loop", INFINITE_LOOP),
+        ("trap", TRAP),
+        ("memory hog", MEMORY_HOG),
+    ] {
+        // Fail closed: the caller gets ROUTING_ERROR naming the failure.
+        let hub = misbehaving_hub(body, OnFailure::Error).await;
+        let (_a, _b, client) = two_workers(&hub).await;
+        let started = std::time::Instant::now();
+        let err = call_with_meta(&client, &[]).await.unwrap_err();
+        assert!(err.starts_with("ROUTING_ERROR"), "{what}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what} took {:?}",
+            started.elapsed()
+        );
+        for _ in 0..3 {
+            call_with_meta(&client, &[]).await.unwrap_err();
+        }
+        let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+        let status = plugins_status(&hub, &token).await;
+        let bad = plugin(&status, "bad");
+        assert_eq!(bad["status"], "quarantined", "{what}: {bad}");
+        assert_eq!(
+            bad["failures"], 3,
+            "{what}: quarantined after 3, then bypassed: {bad}"
+        );
+        assert_eq!(hub.http("GET", "/healthz", None, None).await.status, 200);
+
+        // Fail open: the call is served by the built-in policy.
+        let hub = misbehaving_hub(body, OnFailure::Fallback).await;
+        let (_a, _b, client) = two_workers(&hub).await;
+        let served = call_with_meta(&client, &[]).await.unwrap();
+        assert!(served == "a" || served == "b", "{what}: {served}");
+    }
+}
+
+#[tokio::test]
+async fn the_error_names_why_a_decision_failed() {
+    let hub = misbehaving_hub(INFINITE_LOOP, OnFailure::Error).await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    let err = call_with_meta(&client, &[]).await.unwrap_err();
+    assert!(err.contains("epoch_deadline_ms"), "{err}");
+    let hub = misbehaving_hub(MEMORY_HOG, OnFailure::Error).await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    let err = call_with_meta(&client, &[]).await.unwrap_err();
+    assert!(err.contains("trapped") || err.contains("memory"), "{err}");
+}
+
+#[tokio::test]
+async fn a_component_of_the_wrong_world_is_refused_naming_the_missing_export() {
+    let wrong = componentize(
+        r#"(module (func (export "hello") (result i32) (i32.const 7)))"#,
+        "wrong",
+        Some("package test:wrong; world wrong { export hello: func() -> u32; }"),
+    );
+    let hub =
+        hub_with(move |c| std::fs::write(c.plugins.dir.join("wrong.wasm"), &wrong).unwrap()).await;
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    let wrong = plugin(&status, "wrong");
+    assert_eq!(wrong["status"], "failed");
+    let error = wrong["error"].as_str().unwrap();
+    assert!(error.contains("alkdev:hub/routing@0.1.0"), "{error}");
+    assert!(error.contains("hello"), "{error}");
+
+    let file = hub.files.path().join("plugins/wrong.wasm");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+        .args(["plugin", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("alkdev:hub/routing@0.1.0"), "{stderr}");
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+        .args(["plugin", "check"])
+        .arg(shipped("least-in-flight"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success()
+            && stdout.contains("world: routing")
+            && stdout.contains("  alkdev:hub/routing@0.1.0"),
+        "{stdout}"
+    );
+    let remap = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+        .args(["plugin", "check"])
+        .arg(shipped("rule-remap"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&remap.stdout);
+    assert!(
+        stdout.contains("world: remap") && stdout.contains("  alkdev:hub/host@0.1.0"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn replacing_the_routing_plugin_changes_routing_without_a_restart() {
+    let hub = misbehaving_hub(CHOOSE_FIRST, OnFailure::Error).await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "a");
+
+    // Choose the second candidate instead.
+    let second = wat_router("(i32.store8 (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 1)) (i32.const 16)");
+    let path = hub.files.path().join("plugins/bad.wasm");
+    std::fs::write(&path, &second).unwrap();
+    eventually("the new version serves", || async {
+        call_with_meta(&client, &[]).await.unwrap() == "b"
+    })
+    .await;
+
+    // A broken replacement leaves the working one serving, its error visible.
+    std::fs::write(&path, b"not a component").unwrap();
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    eventually("the error is reported", || async {
+        plugin(&plugins_status(&hub, &token).await, "bad")["error"]
+            .as_str()
+            .is_some()
+    })
+    .await;
+    let status = plugins_status(&hub, &token).await;
+    let bad = plugin(&status, "bad");
+    assert_eq!(bad["status"], "active");
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component"),
+        "{bad}"
+    );
+    for _ in 0..3 {
+        assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "b");
+    }
+}
+
+#[tokio::test]
+async fn a_second_start_with_unchanged_plugins_compiles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("extra.wasm"), wat_router(CHOOSE_FIRST)).unwrap();
+    let serve = |dir: &Path| {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("serve exited early").unwrap();
+            if line.contains("listening") {
+                break line
+                    .split("addr=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned();
+            }
+        };
+        (child, addr.parse::<std::net::SocketAddr>().unwrap())
+    };
+    let token = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+            .args(["client", "add", "ops"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let (mut child, addr) = serve(dir.path());
+        let status = common::http(addr, "GET", "/v1/plugins", Some(&token), None)
+            .await
+            .json();
+        counts.push((
+            status["compiled"].as_u64().unwrap(),
+            status["cacheHits"].as_u64().unwrap(),
+        ));
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+    }
+    // Two embedded defaults and one file: compiled on the first start, all from the cache on the second.
+    assert_eq!(counts, [(3, 0), (0, 3)]);
+}
