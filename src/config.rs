@@ -219,7 +219,7 @@ pub struct PluginLimits {
     pub epoch_deadline_ms: u64,
     /// A decision that returns but took longer than this (microseconds) counts as failed.
     pub timeout_us: u64,
-    /// Linear memory one instance may use, in bytes.
+    /// Size in bytes each linear memory of an instance may grow to.
     pub memory_bytes: usize,
     /// Decisions one warm instance makes before it is replaced by a fresh one.
     pub max_uses: u64,
@@ -352,11 +352,11 @@ watch = true
 remap = "rule-remap"
 # The default routing plugin; "native" uses the built-in least-in-flight.
 routing = "least-in-flight"
-# Routing plugins per operation pattern ("*" matches anything), first match wins:
-# [[plugins.route]]
-# pattern = "chat.*"
-# plugin = "sticky"
-route = []
+# Routing plugins per operation pattern ("*" matches anything), first match
+# wins, as [[plugins.route]] tables placed after this section, e.g.
+#   [[plugins.route]]
+#   pattern = "chat.*"
+#   plugin = "sticky"
 
 # Limits and failure policy of every plugin; [plugins.overrides.NAME] changes
 # any of them for one plugin.
@@ -365,7 +365,7 @@ route = []
 epoch_deadline_ms = 100
 # A decision that returns but took longer (microseconds) counts as failed.
 timeout_us = 50000
-# Linear memory one instance may use, in bytes.
+# Size in bytes each linear memory of an instance may grow to.
 memory_bytes = 67108864
 # Decisions one warm instance makes before it is replaced by a fresh one.
 max_uses = 1000000

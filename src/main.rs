@@ -75,7 +75,7 @@ enum Command {
         #[command(flatten)]
         connection: HubConnection,
     },
-    /// Check or create WebAssembly plugins.
+    /// Check WebAssembly plugins.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,

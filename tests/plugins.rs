@@ -641,3 +641,21 @@ async fn a_second_start_with_unchanged_plugins_compiles_nothing() {
     // Two embedded defaults and one file: compiled on the first start, all from the cache on the second.
     assert_eq!(counts, [(3, 0), (0, 3)]);
 }
+
+#[tokio::test]
+async fn a_plugin_of_the_wrong_world_in_a_role_is_bypassed_not_quarantined() {
+    // Routing through a remap plugin: every call takes the failure policy
+    // (fallback here), and the plugin keeps serving its real role.
+    let hub = hub_with(|c| c.plugins.routing = "rule-remap".into()).await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    for _ in 0..8 {
+        call_with_meta(&client, &[]).await.unwrap();
+    }
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    let remap = plugin(&status, "rule-remap");
+    assert_eq!(
+        (remap["status"].clone(), remap["failures"].clone()),
+        (json!("active"), json!(0))
+    );
+}

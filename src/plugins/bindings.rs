@@ -41,7 +41,11 @@ impl PluginState {
             name,
             settings,
             limits,
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
             table: ResourceTable::new(),
         }
     }

@@ -89,7 +89,7 @@ impl Loader {
         Ok(loader)
     }
 
-    /// A loader that compiles every time (for `plugin check`).
+    /// A loader without a disk cache (for `plugin check` and benchmarks).
     pub fn uncached() -> anyhow::Result<Self> {
         let engine = engine().clone();
         Ok(Loader {
@@ -217,7 +217,7 @@ impl Loader {
         Err(anyhow!(
             "the component implements neither world of alkdev:hub@0.1.0: it must export \
              `alkdev:hub/routing@0.1.0` (routing-plugin) or `alkdev:hub/remap@0.1.0` (remap-plugin) \
-             and import nothing but `alkdev:hub/host@0.1.0` and WASI; it exports [{}]. \
+             and import nothing but `alkdev:hub/host@0.1.0`, `alkdev:hub/types@0.1.0` and WASI; it exports [{}]. \
              As routing-plugin: {routing_err:#}. As remap-plugin: {remap_err:#}",
             exports.join(", ")
         ))

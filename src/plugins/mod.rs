@@ -100,7 +100,7 @@ pub struct HostStatus {
     pub plugins: Vec<PluginStatus>,
     /// Components compiled by this process (0 on a restart with unchanged plugins).
     pub compiled: u64,
-    /// Components taken from the on-disk cache by this process.
+    /// Components taken from a cache (on disk, or already compiled in this process).
     pub cache_hits: u64,
     /// Successful reloads since start.
     pub reloads: u64,
@@ -155,9 +155,17 @@ impl PluginHost {
                 host.load_file(&path, &per_spoke_namespaces);
             }
         }
-        for name in host.selected() {
-            if name != NATIVE && !host.inner.plugins.read().unwrap().contains_key(&name) {
-                tracing::warn!(plugin = %name, "configured plugin is not loaded; its failure policy applies");
+        let c = &host.inner.config;
+        let wanted = std::iter::once((&c.remap, World::Remap))
+            .chain(std::iter::once((&c.routing, World::Routing)))
+            .chain(c.route.iter().map(|r| (&r.plugin, World::Routing)));
+        for (name, world) in wanted {
+            if name != NATIVE && host.get_world(name, world).is_none() {
+                tracing::warn!(
+                    plugin = %name,
+                    ?world,
+                    "configured plugin is not loaded with this world; its failure policy applies"
+                );
             }
         }
         if config.watch {
@@ -166,24 +174,17 @@ impl PluginHost {
         Ok(host)
     }
 
-    /// The names the configuration selects (remap, default routing, routes).
-    fn selected(&self) -> Vec<String> {
-        let c = &self.inner.config;
-        let mut names = vec![c.remap.clone(), c.routing.clone()];
-        names.extend(c.route.iter().map(|r| r.plugin.clone()));
-        names
-    }
-
     /// The plugin's settings as JSON. The rule-remap plugin receives the
-    /// hub's `[remap] per_spoke_namespaces` when it has no settings of its own.
+    /// hub's `[remap] per_spoke_namespaces` unless its settings name their own,
+    /// so the plugin and the native fallback agree.
     fn settings_json(&self, name: &str, per_spoke_namespaces: &[String]) -> Arc<str> {
-        let value = match self.inner.config.settings.get(name) {
+        let mut value = match self.inner.config.settings.get(name) {
             Some(settings) => serde_json::to_value(settings).unwrap_or_default(),
-            None if name == "rule-remap" => {
-                serde_json::json!({ "per_spoke_namespaces": per_spoke_namespaces })
-            }
             None => serde_json::json!({}),
         };
+        if name == "rule-remap" && value.get("per_spoke_namespaces").is_none() {
+            value["per_spoke_namespaces"] = serde_json::json!(per_spoke_namespaces);
+        }
         value.to_string().into()
     }
 
@@ -253,8 +254,10 @@ impl PluginHost {
         }
     }
 
-    fn get(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.inner.plugins.read().unwrap().get(name).cloned()
+    /// The current version of plugin `name` if it implements `world`.
+    fn get_world(&self, name: &str, world: World) -> Option<Arc<Plugin>> {
+        let plugin = self.inner.plugins.read().unwrap().get(name).cloned()?;
+        (plugin.world() == world).then_some(plugin)
     }
 
     /// The remap policy the configuration selects.

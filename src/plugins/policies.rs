@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::PluginHost;
+use super::{PluginHost, World};
 use crate::config::OnFailure;
 use crate::policy::{
     Candidate, Decision, Declared, LeastInFlight, RemapPolicy, RemapProvider, RemapResult,
@@ -56,11 +56,11 @@ fn valid(decision: &Decision, n: usize) -> Result<(), String> {
 
 impl RoutingPolicy for WasmRouting {
     fn choose(&self, call: &RouteCall<'_>, candidates: &[Candidate<'_>]) -> Decision {
-        let Some(plugin) = self.host.get(&self.name) else {
+        let Some(plugin) = self.host.get_world(&self.name, World::Routing) else {
             let policy = self.host.inner.config.limits_of(&self.name).on_failure;
             return self.on_failure(
                 policy,
-                format!("routing plugin {} is not loaded", self.name),
+                format!("{} is not a loaded routing plugin", self.name),
                 call,
                 candidates,
             );
@@ -88,7 +88,7 @@ impl RoutingPolicy for WasmRouting {
 
     fn wants_single_candidate(&self, _operation_id: &str) -> bool {
         self.host
-            .get(&self.name)
+            .get_world(&self.name, World::Routing)
             .is_some_and(|p| p.limits.see_every_call)
     }
 }
@@ -124,11 +124,11 @@ impl WasmRemap {
 
 impl RemapPolicy for WasmRemap {
     fn remap(&self, provider: &RemapProvider<'_>, op: &Declared<'_>) -> RemapResult {
-        let Some(plugin) = self.host.get(&self.name) else {
+        let Some(plugin) = self.host.get_world(&self.name, World::Remap) else {
             let policy = self.host.inner.config.limits_of(&self.name).on_failure;
             return self.on_failure(
                 policy,
-                format!("remap plugin {} is not loaded", self.name),
+                format!("{} is not a loaded remap plugin", self.name),
                 provider,
                 op,
             );
