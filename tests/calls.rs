@@ -32,13 +32,7 @@ fn ticker(
     move |req, emitter| {
         let stopped = stopped.clone();
         Box::pin(async move {
-            struct OnDrop(mpsc::UnboundedSender<String>, String);
-            impl Drop for OnDrop {
-                fn drop(&mut self) {
-                    let _ = self.0.send(self.1.clone());
-                }
-            }
-            let _guard = OnDrop(stopped, req.request_id.clone());
+            let _guard = common::OnDrop::new(stopped, req.request_id.clone());
             for i in 0.. {
                 emitter.emit(json!(i));
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -163,13 +157,7 @@ async fn deadline_and_idle_timeout_give_timeout_and_abort_the_provider() {
         .operation(spec("slow", "query", OperationType::Query), move |req| {
             let stopped = slow_stopped.clone();
             async move {
-                struct OnDrop(mpsc::UnboundedSender<String>, String);
-                impl Drop for OnDrop {
-                    fn drop(&mut self) {
-                        let _ = self.0.send(self.1.clone());
-                    }
-                }
-                let _guard = OnDrop(stopped, req.request_id);
+                let _guard = common::OnDrop::new(stopped, req.request_id.clone());
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 Ok(json!("too late"))
             }
@@ -179,13 +167,7 @@ async fn deadline_and_idle_timeout_give_timeout_and_abort_the_provider() {
             move |req, emitter| {
                 let stopped = stopped.clone();
                 async move {
-                    struct OnDrop(mpsc::UnboundedSender<String>, String);
-                    impl Drop for OnDrop {
-                        fn drop(&mut self) {
-                            let _ = self.0.send(self.1.clone());
-                        }
-                    }
-                    let _guard = OnDrop(stopped, req.request_id);
+                    let _guard = common::OnDrop::new(stopped, req.request_id.clone());
                     emitter.emit(json!("first"));
                     tokio::time::sleep(Duration::from_secs(60)).await;
                     Ok(())

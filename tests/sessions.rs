@@ -532,13 +532,7 @@ async fn shutdown_aborts_calls_still_open_after_the_grace_period() {
         .operation(spec("stuck", "op", OperationType::Query), move |_| {
             let aborted_tx = aborted_tx.clone();
             async move {
-                struct OnDrop(tokio::sync::mpsc::UnboundedSender<()>);
-                impl Drop for OnDrop {
-                    fn drop(&mut self) {
-                        let _ = self.0.send(());
-                    }
-                }
-                let _guard = OnDrop(aborted_tx);
+                let _guard = common::OnDrop::new(aborted_tx, ());
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 Ok(json!("never"))
             }

@@ -371,3 +371,19 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Sends `value` on `tx` when dropped: put one in a handler to learn that
+/// its task ended, including by being aborted.
+pub struct OnDrop<T: Clone>(tokio::sync::mpsc::UnboundedSender<T>, T);
+
+impl<T: Clone> OnDrop<T> {
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<T>, value: T) -> Self {
+        OnDrop(tx, value)
+    }
+}
+
+impl<T: Clone> Drop for OnDrop<T> {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1.clone());
+    }
+}
