@@ -847,12 +847,18 @@ fn validate(
     Err(error)
 }
 
+/// The top-level members of an output object, unparsed. A member present
+/// with the value `null` counts as present.
 #[derive(Deserialize)]
 struct EnvelopeProbe<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     meta: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Passes an output envelope through, filling in `meta` when the provider
@@ -870,9 +876,16 @@ fn normalize_output(output: &RawValue, operation_id: &str) -> Box<RawValue> {
         data: &'a RawValue,
         meta: Meta<'a>,
     }
-    let data = match serde_json::from_str::<EnvelopeProbe<'_>>(output.get()) {
-        Ok(EnvelopeProbe { meta: Some(_), .. }) => return output.to_owned(),
-        Ok(EnvelopeProbe {
+    // Only an object can be an envelope (serde would also read an array
+    // positionally into the probe).
+    let probe = if output.get().starts_with('{') {
+        serde_json::from_str::<EnvelopeProbe<'_>>(output.get()).ok()
+    } else {
+        None
+    };
+    let data = match probe {
+        Some(EnvelopeProbe { meta: Some(_), .. }) => return output.to_owned(),
+        Some(EnvelopeProbe {
             data: Some(data),
             meta: None,
         }) => Some(data),
@@ -889,4 +902,30 @@ fn normalize_output(output: &RawValue, operation_id: &str) -> Box<RawValue> {
         },
     };
     serde_json::value::to_raw_value(&envelope).expect("envelope serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_output;
+    use serde_json::{json, value::RawValue, Value};
+
+    fn normalized(output: &str) -> Value {
+        let raw = RawValue::from_string(output.to_owned()).unwrap();
+        serde_json::from_str(normalize_output(&raw, "a.b").get()).unwrap()
+    }
+
+    #[test]
+    fn outputs_get_an_envelope_only_when_they_lack_meta() {
+        let kept = r#"{"data":1,"meta":{"source":"http"}}"#;
+        assert_eq!(
+            normalized(kept),
+            serde_json::from_str::<Value>(kept).unwrap()
+        );
+        assert_eq!(normalized(r#"{"data":null}"#)["data"], Value::Null);
+        assert_eq!(normalized(r#"{"data":null}"#)["meta"]["operationId"], "a.b");
+        assert_eq!(normalized(r#"{"rows":3}"#)["data"], json!({"rows": 3}));
+        assert_eq!(normalized("[1, 2]")["data"], json!([1, 2]));
+        assert_eq!(normalized("7")["data"], json!(7));
+        assert_eq!(normalized(r#"{"data":5,"meta":null}"#)["meta"], Value::Null);
+    }
 }

@@ -321,14 +321,12 @@ fn event_stream(
                     Some(CallEvent::Completed) => {
                         (Event::default().event("completed").data("{}"), Next::End)
                     }
-                    Some(CallEvent::Error(e)) => {
-                        let body =
-                            json!({"code": e.code, "message": e.message, "details": e.details});
-                        (
-                            Event::default().event("error").data(body.to_string()),
-                            Next::End,
-                        )
-                    }
+                    Some(CallEvent::Error(e)) => (
+                        Event::default()
+                            .event("error")
+                            .data(error_body(&e).to_string()),
+                        Next::End,
+                    ),
                     None => return None,
                 },
             };
