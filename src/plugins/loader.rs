@@ -29,6 +29,16 @@ pub enum World {
     Routing,
 }
 
+impl World {
+    /// `remap` or `routing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Remap => "remap",
+            World::Routing => "routing",
+        }
+    }
+}
+
 /// How often the engine's epoch advances: the unit of `epoch_deadline_ms`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::runner::Plugin;
 use super::{PluginHost, World};
 use crate::config::OnFailure;
 use crate::policy::{
@@ -54,36 +55,52 @@ fn valid(decision: &Decision, n: usize) -> Result<(), String> {
     }
 }
 
+/// One decision through plugin `name` of `world`, with its failure policy:
+/// `run` asks the plugin, `fail` applies `on_failure` with a reason. A
+/// missing or quarantined plugin is not asked; a failed decision is counted.
+fn through_plugin<T>(
+    host: &PluginHost,
+    name: &str,
+    world: World,
+    run: impl FnOnce(&Plugin) -> Result<T, String>,
+    fail: impl FnOnce(OnFailure, String) -> T,
+) -> T {
+    let Some(plugin) = host.get_world(name, world) else {
+        let policy = host.inner.config.limits_of(name).on_failure;
+        return fail(
+            policy,
+            format!("{name} is not a loaded {} plugin", world.as_str()),
+        );
+    };
+    if let Some(reason) = plugin.quarantined() {
+        return fail(plugin.limits.on_failure, reason);
+    }
+    match run(&plugin) {
+        Ok(answer) => {
+            plugin.succeeded();
+            answer
+        }
+        Err(error) => {
+            plugin.failed(&error);
+            let reason = format!("{} plugin {name} failed: {error}", world.as_str());
+            fail(plugin.limits.on_failure, reason)
+        }
+    }
+}
+
 impl RoutingPolicy for WasmRouting {
     fn choose(&self, call: &RouteCall<'_>, candidates: &[Candidate<'_>]) -> Decision {
-        let Some(plugin) = self.host.get_world(&self.name, World::Routing) else {
-            let policy = self.host.inner.config.limits_of(&self.name).on_failure;
-            return self.on_failure(
-                policy,
-                format!("{} is not a loaded routing plugin", self.name),
-                call,
-                candidates,
-            );
-        };
-        if let Some(reason) = plugin.quarantined() {
-            return self.on_failure(plugin.limits.on_failure, reason, call, candidates);
-        }
-        let outcome = plugin.route(call, candidates).and_then(|d| {
-            valid(&d, candidates.len())
-                .map(|()| d)
-                .map_err(|e| format!("invalid decision: {e}"))
-        });
-        match outcome {
-            Ok(decision) => {
-                plugin.succeeded();
-                decision
-            }
-            Err(error) => {
-                plugin.failed(&error);
-                let reason = format!("routing plugin {} failed: {error}", self.name);
-                self.on_failure(plugin.limits.on_failure, reason, call, candidates)
-            }
-        }
+        through_plugin(
+            &self.host,
+            &self.name,
+            World::Routing,
+            |plugin| {
+                let decision = plugin.route(call, candidates)?;
+                valid(&decision, candidates.len()).map_err(|e| format!("invalid decision: {e}"))?;
+                Ok(decision)
+            },
+            |policy, reason| self.on_failure(policy, reason, call, candidates),
+        )
     }
 
     fn wants_single_candidate(&self, _operation_id: &str) -> bool {
@@ -124,29 +141,13 @@ impl WasmRemap {
 
 impl RemapPolicy for WasmRemap {
     fn remap(&self, provider: &RemapProvider<'_>, op: &Declared<'_>) -> RemapResult {
-        let Some(plugin) = self.host.get_world(&self.name, World::Remap) else {
-            let policy = self.host.inner.config.limits_of(&self.name).on_failure;
-            return self.on_failure(
-                policy,
-                format!("{} is not a loaded remap plugin", self.name),
-                provider,
-                op,
-            );
-        };
-        if let Some(reason) = plugin.quarantined() {
-            return self.on_failure(plugin.limits.on_failure, reason, provider, op);
-        }
-        match plugin.remap(provider, op) {
-            Ok(answer) => {
-                plugin.succeeded();
-                answer
-            }
-            Err(error) => {
-                plugin.failed(&error);
-                let reason = format!("remap plugin {} failed: {error}", self.name);
-                self.on_failure(plugin.limits.on_failure, reason, provider, op)
-            }
-        }
+        through_plugin(
+            &self.host,
+            &self.name,
+            World::Remap,
+            |plugin| plugin.remap(provider, op),
+            |policy, reason| self.on_failure(policy, reason, provider, op),
+        )
     }
 }
 
