@@ -129,10 +129,7 @@ async fn subscription_abort_reaches_the_provider() {
     assert_eq!(sub.next().await.unwrap().unwrap()["data"], 0);
     assert_eq!(sub.next().await.unwrap().unwrap()["data"], 1);
     sub.abort();
-    let stopped_id = tokio::time::timeout(Duration::from_secs(5), stops.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let stopped_id = common::recv_within(&mut stops).await;
     assert!(stopped_id.starts_with('h'), "{stopped_id}");
     eventually("no open call", || async {
         hub.running
@@ -189,10 +186,7 @@ async fn deadline_and_idle_timeout_give_timeout_and_abort_the_provider() {
         .unwrap_err();
     assert_eq!(err.code, "TIMEOUT");
     assert!(err.message.contains("deadline"), "{}", err.message);
-    tokio::time::timeout(Duration::from_secs(5), stops.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    common::recv_within(&mut stops).await;
 
     let options = CallOptions {
         idle_timeout: Some(150),
@@ -203,10 +197,7 @@ async fn deadline_and_idle_timeout_give_timeout_and_abort_the_provider() {
     let err = sub.next().await.unwrap().unwrap_err();
     assert_eq!(err.code, "TIMEOUT");
     assert!(err.message.contains("idleTimeout"), "{}", err.message);
-    tokio::time::timeout(Duration::from_secs(5), stops.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    common::recv_within(&mut stops).await;
 
     let past = CallOptions {
         deadline: Some(now_ms() - 1),
@@ -390,10 +381,7 @@ async fn a_provider_killed_mid_call_gives_provider_gone() {
     .await;
     assert_eq!(raw.recv().await["type"], "welcome");
     let client = hub.client("app", &[]).await;
-    let pending = tokio::spawn({
-        let client = client.clone();
-        async move { client.call("fragile.work", Value::Null).await }
-    });
+    let pending = common::spawn_call(&client, "fragile.work", Value::Null);
     let forwarded = raw.recv().await;
     assert_eq!(forwarded["type"], "call.requested");
     assert_eq!(forwarded["payload"]["identity"]["id"], "app");
@@ -425,10 +413,7 @@ async fn a_caller_leaving_mid_subscription_aborts_at_the_provider() {
         .await;
     assert_eq!(raw.recv().await["type"], "call.responded");
     drop(raw);
-    tokio::time::timeout(Duration::from_secs(5), stops.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    common::recv_within(&mut stops).await;
 }
 
 #[tokio::test]
@@ -497,10 +482,7 @@ async fn aborting_a_parent_aborts_its_children() {
     );
     sub.abort();
     // The leaf (the child's provider) is told to stop.
-    tokio::time::timeout(Duration::from_secs(5), stops.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    common::recv_within(&mut stops).await;
     eventually("both calls ended", || async {
         hub.running
             .as_ref()
@@ -811,20 +793,14 @@ async fn provider_mistakes_still_answer_the_caller() {
     let client = hub.client("app", &[]).await;
 
     // A query "completed" without a result.
-    let pending = tokio::spawn({
-        let client = client.clone();
-        async move { client.call("sloppy.q", Value::Null).await }
-    });
+    let pending = common::spawn_call(&client, "sloppy.q", Value::Null);
     let id = raw.recv().await["payload"]["requestId"].clone();
     raw.send_json(json!({"type": "call.completed", "payload": {"requestId": id}}))
         .await;
     assert_eq!(pending.await.unwrap().unwrap_err().code, "EXECUTION_ERROR");
 
     // An output that is a bare value (no envelope) becomes the data.
-    let pending = tokio::spawn({
-        let client = client.clone();
-        async move { client.call("sloppy.q", Value::Null).await }
-    });
+    let pending = common::spawn_call(&client, "sloppy.q", Value::Null);
     let id = raw.recv().await["payload"]["requestId"].clone();
     raw.send_json(
         json!({"type": "call.responded", "payload": {"requestId": id, "output": {"rows": 3}}}),
@@ -835,10 +811,7 @@ async fn provider_mistakes_still_answer_the_caller() {
     assert_eq!(out["meta"]["operationId"], "sloppy.q");
 
     // The provider aborting its own call.
-    let pending = tokio::spawn({
-        let client = client.clone();
-        async move { client.call("sloppy.q", Value::Null).await }
-    });
+    let pending = common::spawn_call(&client, "sloppy.q", Value::Null);
     let id = raw.recv().await["payload"]["requestId"].clone();
     raw.send_json(json!({"type": "call.aborted", "payload": {"requestId": id}}))
         .await;

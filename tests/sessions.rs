@@ -541,10 +541,7 @@ async fn shutdown_aborts_calls_still_open_after_the_grace_period() {
         .await
         .unwrap();
     let client = hub.client("waiting", &[]).await;
-    let pending = tokio::spawn({
-        let client = client.clone();
-        async move { client.call("stuck.op", Value::Null).await }
-    });
+    let pending = common::spawn_call(&client, "stuck.op", Value::Null);
     eventually("the call is open", || async {
         hub.running
             .as_ref()
@@ -559,10 +556,7 @@ async fn shutdown_aborts_calls_still_open_after_the_grace_period() {
     let err = pending.await.unwrap().unwrap_err();
     assert_eq!(err.code, "ABORTED");
     assert!(err.message.contains("shutting down"), "{}", err.message);
-    tokio::time::timeout(Duration::from_secs(5), aborted.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    common::recv_within(&mut aborted).await;
 }
 
 #[tokio::test]

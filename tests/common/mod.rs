@@ -387,3 +387,22 @@ impl<T: Clone> Drop for OnDrop<T> {
         let _ = self.0.send(self.1.clone());
     }
 }
+
+/// Starts `client.call(operation_id, input)` in a task, to be awaited later.
+pub fn spawn_call(
+    client: &Peer,
+    operation_id: &str,
+    input: Value,
+) -> tokio::task::JoinHandle<Result<Value, alkhub::peer::PeerError>> {
+    let client = client.clone();
+    let operation_id = operation_id.to_owned();
+    tokio::spawn(async move { client.call(&operation_id, input).await })
+}
+
+/// The next message on `rx`, failing the test if none comes within 5 s.
+pub async fn recv_within<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("nothing arrived within 5 s")
+        .expect("the sender is gone")
+}
