@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use alkhub::config::{Config, LogFormat, DEFAULT_CONFIG};
+use alkhub::plugins::World;
 use alkhub::protocol::PrincipalKind;
+use alkhub::scaffold::Lang;
 use alkhub::store::{NewPrincipal, Principal, Store};
 
 #[derive(Parser)]
@@ -75,10 +77,15 @@ enum Command {
         #[command(flatten)]
         connection: HubConnection,
     },
-    /// Check WebAssembly plugins.
+    /// Check WebAssembly plugins and start new ones.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Import operation definitions from an OpenAPI document; list and remove imports.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
     },
     /// Inspect the operations of a running hub.
     Ops {
@@ -104,6 +111,60 @@ enum PluginCommand {
     Check {
         /// The component file.
         file: PathBuf,
+    },
+    /// Write a plugin project that builds as is (source, build script, WIT, README).
+    New {
+        /// The plugin's name: lowercase letters, digits and hyphens.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: LangArg,
+        /// The policy it implements.
+        #[arg(long, value_enum)]
+        world: WorldArg,
+        /// Where to write it (default: a new folder named after the plugin).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    Rust,
+    Js,
+    Python,
+    C,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorldArg {
+    Remap,
+    Routing,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Define one operation per path and method of an OpenAPI 3.0 or 3.1 document
+    /// (JSON or YAML); importing it again updates them and says what changed.
+    Openapi {
+        /// A file or an http:// URL.
+        source: String,
+        /// The namespace of the operations; it also names the import.
+        #[arg(long)]
+        namespace: String,
+        /// Where the hub sends the requests (default: the document's first absolute server).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR (the variable holds the secret).
+        #[arg(long)]
+        auth: Option<alkhub::imports::Auth>,
+    },
+    /// List the imports.
+    List,
+    /// Remove an import with its definitions and their registrations.
+    Remove {
+        /// The import's name.
+        name: String,
     },
 }
 
@@ -248,6 +309,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  {e}");
             }
         }
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    world,
+                    dir,
+                },
+        } => {
+            let lang = match lang {
+                LangArg::Rust => Lang::Rust,
+                LangArg::Js => Lang::Js,
+                LangArg::Python => Lang::Python,
+                LangArg::C => Lang::C,
+            };
+            let world = match world {
+                WorldArg::Remap => World::Remap,
+                WorldArg::Routing => World::Routing,
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let written = alkhub::scaffold::create(&dir, &name, lang, world)?;
+            println!(
+                "wrote {} {} plugin {name} in {}:",
+                lang.as_str(),
+                world.as_str(),
+                dir.display()
+            );
+            for path in written {
+                println!("  {}", path.display());
+            }
+            println!("build it with: bash {}", dir.join("build.sh").display());
+        }
+        Command::Import { command } => import(&config, command).await?,
         Command::Ops {
             command: OpsCommand::List { connection },
         } => {
@@ -310,6 +404,75 @@ impl HubConnection {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
+}
+
+async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match command {
+        ImportCommand::Openapi {
+            source,
+            namespace,
+            base_url,
+            auth,
+        } => {
+            let done = alkhub::imports::import_openapi(
+                &store,
+                &source,
+                &namespace,
+                base_url.as_deref(),
+                auth,
+            )
+            .await?;
+            let c = &done.changes;
+            println!(
+                "import {}: {} added, {} updated, {} unchanged, {} removed",
+                done.name,
+                c.added.len(),
+                c.updated.len(),
+                c.unchanged.len(),
+                c.removed.len()
+            );
+            for (what, ids) in [
+                ("added", &c.added),
+                ("updated", &c.updated),
+                ("removed", &c.removed),
+            ] {
+                for id in ids {
+                    println!("  {what} {id}");
+                }
+            }
+            match &done.base_url {
+                Some(url) => println!("requests go to {url}"),
+                None => println!(
+                    "no base URL: the operations are definitions only until a spoke registers them \
+                     (give --base-url to have the hub call the API)"
+                ),
+            }
+        }
+        ImportCommand::List => {
+            for i in store.list_imports().await? {
+                let target = i.config["base_url"]
+                    .as_str()
+                    .or(i.config["url"].as_str())
+                    .unwrap_or("-");
+                println!(
+                    "{}\t{}\t{}\toperations={}\t{}\t{}",
+                    i.name,
+                    i.kind.as_str(),
+                    i.namespace,
+                    i.operations.len(),
+                    target,
+                    i.config["source"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        ImportCommand::Remove { name } => {
+            let removed = store.remove_import(&name).await?;
+            println!("removed import {name} and its {} operations", removed.len());
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {

@@ -329,10 +329,14 @@ async fn round_robin_cycles() {
     for _ in 0..9 {
         served.push(call_with_meta(&client, &[]).await.unwrap());
     }
-    // Every window of three consecutive calls covers all three providers.
+    assert_cycles_through_three(&served, "round-robin");
+}
+
+/// Every window of three consecutive calls covers all three providers.
+fn assert_cycles_through_three(served: &[String], router: &str) {
     for window in served.windows(3) {
         let distinct: std::collections::BTreeSet<_> = window.iter().collect();
-        assert_eq!(distinct.len(), 3, "{served:?}");
+        assert_eq!(distinct.len(), 3, "{router}: {served:?}");
     }
 }
 
@@ -658,4 +662,135 @@ async fn a_plugin_of_the_wrong_world_in_a_role_is_bypassed_not_quarantined() {
         (remap["status"].clone(), remap["failures"].clone()),
         (json!("active"), json!(0))
     );
+}
+
+// ---------------------------------------------------------------------------
+// `alkhub plugin new`: every skeleton builds as is and the hub uses it.
+
+/// Runs `alkhub plugin new NAME --lang LANG --world WORLD` in a temporary
+/// folder, builds the project with its own `build.sh` and returns the
+/// component's path (the folder lives as long as the returned guard).
+fn new_plugin(name: &str, lang: &str, world: &str) -> (tempfile::TempDir, PathBuf) {
+    let parent = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+        .args(["plugin", "new", name, "--lang", lang, "--world", world])
+        .current_dir(parent.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "plugin new failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let project = parent.path().join(name);
+    let build = std::process::Command::new("bash")
+        .arg("build.sh")
+        .current_dir(&project)
+        // Rust skeletons share one target folder, so the standard library
+        // for wasm32 is compiled once, not once per test run.
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("skeleton-target"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{lang} {world} skeleton does not build:\n{}\n{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let component = project.join(format!("{name}.wasm"));
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+        .args(["plugin", "check"])
+        .arg(&component)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && report.contains(&format!("world: {world}")),
+        "{lang} {world} skeleton: {report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    (parent, component)
+}
+
+/// Builds both skeletons of `lang` and proves the hub uses them: the routing
+/// one cycles through three providers, the remap one keeps declared ids.
+async fn skeletons_build_and_serve(lang: &str) {
+    let (_routing_dir, router) = new_plugin("my-router", lang, "routing");
+    let (_remap_dir, remapper) = new_plugin("my-remap", lang, "remap");
+
+    let hub = hub_routing(
+        "my-router",
+        &[("my-router", router), ("my-remap", remapper.clone())],
+        Value::Null,
+    )
+    .await;
+    let log = Arc::<Mutex<Vec<String>>>::default();
+    let _a = worker(&hub, "a", &[], log.clone(), 0).await;
+    let _b = worker(&hub, "b", &[], log.clone(), 0).await;
+    let _c = worker(&hub, "c", &[], log.clone(), 0).await;
+    let client = hub.client("app", &[]).await;
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        served.push(call_with_meta(&client, &[]).await.unwrap());
+    }
+    assert_cycles_through_three(&served, lang);
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    let router = plugin(&status, "my-router");
+    assert_eq!(router["status"], "active", "{router}");
+    assert!(router["decisions"].as_u64().unwrap() >= 6, "{router}");
+    assert_eq!(router["failures"], 0, "{router}");
+    drop(hub);
+
+    let hub = hub_with(move |c| {
+        std::fs::copy(&remapper, c.plugins.dir.join("my-remap.wasm")).unwrap();
+        c.plugins.remap = "my-remap".into();
+    })
+    .await;
+    let peer = hub
+        .spoke("devbox")
+        .await
+        .operation(
+            spec("tools.text", "upper", OperationType::Query),
+            |_| async { Ok(json!(1)) },
+        )
+        .connect()
+        .await
+        .unwrap();
+    let ids: Vec<_> = peer
+        .welcome()
+        .registrations
+        .iter()
+        .map(|r| r.operation_id.clone())
+        .collect();
+    assert_eq!(ids, ["tools.text.upper"], "{lang} remap");
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    let remap = plugin(&status, "my-remap");
+    assert_eq!(remap["status"], "active", "{remap}");
+    assert_eq!(remap["decisions"], 1, "{remap}");
+    assert_eq!(remap["failures"], 0, "{remap}");
+}
+
+#[tokio::test]
+async fn the_c_skeletons_build_and_serve() {
+    skeletons_build_and_serve("c").await;
+}
+
+#[tokio::test]
+async fn the_rust_skeletons_build_and_serve() {
+    skeletons_build_and_serve("rust").await;
+}
+
+#[tokio::test]
+async fn the_javascript_skeletons_build_and_serve() {
+    skeletons_build_and_serve("js").await;
+}
+
+#[tokio::test]
+async fn the_python_skeletons_build_and_serve() {
+    skeletons_build_and_serve("python").await;
 }

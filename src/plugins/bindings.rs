@@ -12,12 +12,22 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The routing world.
 pub mod routing {
-    wasmtime::component::bindgen!({ world: "routing-plugin", path: "wit" });
+    wasmtime::component::bindgen!({
+        world: "routing-plugin",
+        path: "wit",
+        // Arguments borrow the hub's strings instead of copying them for
+        // every decision.
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
 }
 
 /// The remap world.
 pub mod remap {
-    wasmtime::component::bindgen!({ world: "remap-plugin", path: "wit" });
+    wasmtime::component::bindgen!({
+        world: "remap-plugin",
+        path: "wit",
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
 }
 
 /// What one plugin instance's store holds.

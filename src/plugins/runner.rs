@@ -8,7 +8,7 @@
 //! reaches `max_uses`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,9 @@ pub struct Plugin {
     pub limits: PluginLimits,
     warm: Mutex<Vec<Warm>>,
     health: Mutex<Health>,
+    /// False while the plugin has no failure on record: the hot path then
+    /// reads this flag instead of locking `health`.
+    troubled: AtomicBool,
     decisions: AtomicU64,
     failures: AtomicU64,
     latency_ns: AtomicU64,
@@ -95,6 +98,7 @@ impl Plugin {
             limits,
             warm: Mutex::default(),
             health: Mutex::default(),
+            troubled: AtomicBool::new(false),
             decisions: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency_ns: AtomicU64::new(0),
@@ -173,60 +177,64 @@ impl Plugin {
     }
 
     /// Asks a routing plugin for a decision.
-    pub fn route(
+    pub fn route<'a>(
         &self,
-        call: &RouteCall<'_>,
-        candidates: &[Candidate<'_>],
+        call: &RouteCall<'a>,
+        candidates: &[Candidate<'a>],
     ) -> Result<Decision, String> {
-        let w_call = routing::exports::alkdev::hub::routing::Call {
-            operation_id: call.operation_id.to_owned(),
+        use routing::alkdev::hub::types::Label;
+        use routing::exports::alkdev::hub::routing as r;
+        let label = |(k, v): (&'a String, &'a String)| Label { key: k, value: v };
+        let metadata: Vec<Label<'_>> = call
+            .metadata
+            .map(|m| m.iter().map(label).collect())
+            .unwrap_or_default();
+        let scopes: Vec<&str> = call
+            .caller
+            .map(|c| c.scopes.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let w_call = r::Call {
+            operation_id: call.operation_id,
             type_: routing_op_type(call.op_type),
-            caller: call
-                .caller
-                .map(|c| routing::exports::alkdev::hub::routing::Caller {
-                    kind: routing_kind(c.kind),
-                    id: c.id.clone(),
-                    scopes: c.scopes.clone(),
-                }),
-            metadata: call
-                .metadata
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| routing::alkdev::hub::types::Label {
-                            key: k.clone(),
-                            value: v.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            caller: call.caller.map(|c| r::Caller {
+                kind: routing_kind(c.kind),
+                id: &c.id,
+                scopes: &scopes,
+            }),
+            metadata: &metadata,
             sequence: call.sequence,
         };
-        let w_candidates: Vec<_> = candidates
+        // Every candidate's labels in one buffer, each candidate a slice of it.
+        let mut labels: Vec<Label<'_>> = Vec::new();
+        let mut ends = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            labels.extend(c.labels.iter().map(label));
+            ends.push(labels.len());
+        }
+        let w_candidates: Vec<r::Candidate<'_>> = candidates
             .iter()
-            .map(|c| routing::exports::alkdev::hub::routing::Candidate {
-                registration_id: c.registration_id.to_owned(),
-                provider_id: c.provider_id.to_owned(),
-                labels: c
-                    .labels
-                    .iter()
-                    .map(|(k, v)| routing::alkdev::hub::types::Label {
-                        key: k.clone(),
-                        value: v.clone(),
-                    })
-                    .collect(),
-                in_flight: c.in_flight,
-                connected_at_ms: c.connected_at_ms,
+            .zip(&ends)
+            .scan(0, |start, (c, &end)| {
+                let own = &labels[*start..end];
+                *start = end;
+                Some(r::Candidate {
+                    registration_id: c.registration_id,
+                    provider_id: c.provider_id,
+                    labels: own,
+                    in_flight: c.in_flight,
+                    connected_at_ms: c.connected_at_ms,
+                })
             })
             .collect();
         let answer = self.run(|warm| match &warm.bound {
             Bound::Routing(plugin) => {
                 plugin
                     .alkdev_hub_routing()
-                    .call_choose(&mut warm.store, &w_call, &w_candidates)
+                    .call_choose(&mut warm.store, w_call, &w_candidates)
             }
             Bound::Remap(_) => Err(wasmtime::Error::msg("a remap plugin cannot route")),
         })?;
-        use routing::exports::alkdev::hub::routing::Decision as D;
+        use r::Decision as D;
         Ok(match answer {
             D::Choose(i) => Decision::Choose(i as usize),
             D::Ordered(order) => Decision::Ordered(order.into_iter().map(|i| i as usize).collect()),
@@ -241,25 +249,23 @@ impl Plugin {
         op: &Declared<'_>,
     ) -> Result<RemapResult, String> {
         use remap::exports::alkdev::hub::remap as r;
+        let labels: Vec<_> = provider
+            .labels
+            .iter()
+            .map(|(k, v)| remap::alkdev::hub::types::Label { key: k, value: v })
+            .collect();
         let w_provider = r::Provider {
             kind: match provider.kind {
                 PrincipalKind::Spoke => remap::alkdev::hub::types::PrincipalKind::Spoke,
                 PrincipalKind::Client => remap::alkdev::hub::types::PrincipalKind::Client,
             },
-            id: provider.id.to_owned(),
-            name: provider.name.map(str::to_owned),
-            labels: provider
-                .labels
-                .iter()
-                .map(|(k, v)| remap::alkdev::hub::types::Label {
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
+            id: provider.id,
+            name: provider.name,
+            labels: &labels,
         };
         let w_op = r::Declared {
-            namespace: op.namespace.to_owned(),
-            name: op.name.to_owned(),
+            namespace: op.namespace,
+            name: op.name,
             type_: match op.op_type {
                 OperationType::Query => remap::alkdev::hub::types::OperationType::Query,
                 OperationType::Mutation => remap::alkdev::hub::types::OperationType::Mutation,
@@ -272,7 +278,7 @@ impl Plugin {
             Bound::Remap(plugin) => {
                 plugin
                     .alkdev_hub_remap()
-                    .call_remap(&mut warm.store, &w_provider, &w_op)
+                    .call_remap(&mut warm.store, w_provider, w_op)
             }
             Bound::Routing(_) => Err(wasmtime::Error::msg("a routing plugin cannot remap")),
         })?;
@@ -281,6 +287,9 @@ impl Plugin {
 
     /// The reason the plugin is bypassed right now, if it is quarantined.
     pub fn quarantined(&self) -> Option<String> {
+        if !self.troubled.load(Ordering::Acquire) {
+            return None;
+        }
         let mut health = self.health.lock().unwrap();
         match health.quarantined_until {
             Some(until) if Instant::now() < until => Some(format!(
@@ -300,9 +309,13 @@ impl Plugin {
 
     /// Records a successful decision.
     pub fn succeeded(&self) {
+        if !self.troubled.load(Ordering::Acquire) {
+            return;
+        }
         let mut health = self.health.lock().unwrap();
-        if health.consecutive_failures != 0 {
-            health.consecutive_failures = 0;
+        health.consecutive_failures = 0;
+        if health.quarantined_until.is_none() {
+            self.troubled.store(false, Ordering::Release);
         }
     }
 
@@ -310,6 +323,7 @@ impl Plugin {
     pub fn failed(&self, error: &str) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut health = self.health.lock().unwrap();
+        self.troubled.store(true, Ordering::Release);
         health.consecutive_failures += 1;
         health.last_error = Some(error.to_owned());
         tracing::warn!(plugin = %self.name, error, "plugin decision failed");

@@ -11,6 +11,7 @@
 //! admin changes) and read at start-up and by admin commands. The call path
 //! never touches it: that is the catalog's job.
 
+mod imports;
 mod operations;
 mod principals;
 mod registrations;
@@ -22,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use imports::{Import, ImportChanges, ImportKind};
 pub use operations::{contract_difference, DefineOutcome, Definition, NewDefinition, Source};
 pub use principals::{NewPrincipal, Principal};
 pub use registrations::{NewRegistration, Registration, RegistrationStatus};

@@ -67,7 +67,7 @@ pub struct Definition {
 }
 
 #[derive(sqlx::FromRow)]
-struct DefinitionRow {
+pub(super) struct DefinitionRow {
     id: String,
     namespace: String,
     name: String,
@@ -114,7 +114,8 @@ pub enum DefineOutcome {
     Matched,
 }
 
-const COLUMNS: &str = "id, namespace, name, type, input_schema, output_schema, access_level, \
+pub(super) const COLUMNS: &str =
+    "id, namespace, name, type, input_schema, output_schema, access_level, \
                        required_scopes, description, source, created_at, updated_at";
 
 /// Names the first contract field in which `declared` differs from `stored`.
@@ -152,7 +153,18 @@ impl Store {
         // read and our write; the second read then sees its row.
         for _ in 0..2 {
             if let Some(existing) = self.get_operation(&id).await? {
-                if let Some(field) = contract_difference(&existing.spec, new) {
+                let mut declared = new.clone();
+                if existing.spec.source != declared.source {
+                    // A provider of an imported definition may leave the
+                    // schemas out: it then serves the imported contract.
+                    declared.input_schema = declared
+                        .input_schema
+                        .or_else(|| existing.spec.input_schema.clone());
+                    declared.output_schema = declared
+                        .output_schema
+                        .or_else(|| existing.spec.output_schema.clone());
+                }
+                if let Some(field) = contract_difference(&existing.spec, &declared) {
                     return Err(StoreError::Conflict { id, field });
                 }
                 if existing.spec.description != new.description && new.description.is_some() {

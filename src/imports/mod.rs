@@ -1,0 +1,247 @@
+//! Imports: operation definitions that come from an OpenAPI document (and,
+//! later, an MCP server) instead of a connected spoke. Decision D3: an import
+//! creates definitions with no registration until a provider for them
+//! connects.
+//!
+//! `alkhub import openapi` reads the document, maps it ([`openapi`]) and
+//! saves the import and its definitions in one transaction. The import
+//! record keeps what is needed to serve the operations later without the
+//! document: the base URL, the authentication (as environment variable
+//! names, never values) and one HTTP binding per operation.
+
+pub mod openapi;
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{ImportChanges, ImportKind, Store};
+
+/// How the hub authenticates to an imported API. Values are read from the
+/// environment of the hub when it calls, so no secret is ever stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scheme", rename_all = "lowercase")]
+pub enum Auth {
+    /// `Authorization: Bearer $ENV`.
+    Bearer {
+        /// The variable holding the token.
+        env: String,
+    },
+    /// `NAME: $ENV`.
+    Header {
+        /// The header's name.
+        name: String,
+        /// The variable holding its value.
+        env: String,
+    },
+    /// `Authorization: Basic base64($ENV)`, where the variable holds `user:password`.
+    Basic {
+        /// The variable holding `user:password`.
+        env: String,
+    },
+}
+
+impl std::str::FromStr for Auth {
+    type Err = String;
+
+    /// `bearer:ENV_VAR`, `header:NAME:ENV_VAR` or `basic:ENV_VAR`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let env_name = |v: &str| -> Result<String, String> {
+            let valid = !v.is_empty()
+                && !v.starts_with(|c: char| c.is_ascii_digit())
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if valid {
+                Ok(v.to_owned())
+            } else {
+                Err(format!(
+                    "invalid environment variable name {v:?} in --auth {text:?}: letters, digits and '_'"
+                ))
+            }
+        };
+        let parts: Vec<&str> = text.split(':').collect();
+        match parts.as_slice() {
+            ["bearer", env] => Ok(Auth::Bearer {
+                env: env_name(env)?,
+            }),
+            ["basic", env] => Ok(Auth::Basic {
+                env: env_name(env)?,
+            }),
+            ["header", name, env] if !name.is_empty() => Ok(Auth::Header {
+                name: (*name).to_owned(),
+                env: env_name(env)?,
+            }),
+            _ => Err(format!(
+                "invalid --auth {text:?}: use bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR \
+                 (the variable holds the secret, the hub reads it when it calls)"
+            )),
+        }
+    }
+}
+
+/// What an OpenAPI import stores besides its definitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenapiConfig {
+    /// The file or URL the document was read from.
+    pub source: String,
+    /// Where requests go; `None` for a definition-only import.
+    pub base_url: Option<String>,
+    /// How requests authenticate.
+    pub auth: Option<Auth>,
+    /// One binding per operation name.
+    pub bindings: BTreeMap<String, openapi::HttpBinding>,
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The import's name.
+    pub name: String,
+    /// The base URL requests go to, if any.
+    pub base_url: Option<String>,
+    /// What changed.
+    pub changes: ImportChanges,
+}
+
+/// Reads `source` (a file path or an http:// URL).
+pub async fn read_source(source: &str) -> anyhow::Result<String> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let response = reqwest::get(source)
+            .await
+            .with_context(|| format!("cannot fetch {source}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("cannot fetch {source}: HTTP {status}");
+        }
+        return response
+            .text()
+            .await
+            .with_context(|| format!("cannot read the body of {source}"));
+    }
+    tokio::fs::read_to_string(source)
+        .await
+        .with_context(|| format!("cannot read {source}"))
+}
+
+/// Imports the OpenAPI document at `source` under `namespace` (which also
+/// names the import). The base URL is `base_url`, else the document's first
+/// server when it is absolute (or relative to an http `source`), else none.
+pub async fn import_openapi(
+    store: &Store,
+    source: &str,
+    namespace: &str,
+    base_url: Option<&str>,
+    auth: Option<Auth>,
+) -> anyhow::Result<Imported> {
+    let text = read_source(source).await?;
+    let doc = openapi::parse(&text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("cannot parse {source}"))?;
+    let mapped = openapi::import(&doc, namespace)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("cannot import {source}"))?;
+    let base_url = match base_url {
+        Some(url) => Some(check_base_url(url)?),
+        None => mapped
+            .server_url
+            .as_deref()
+            .and_then(|server| resolve_server(source, server)),
+    };
+    let config = OpenapiConfig {
+        source: source.to_owned(),
+        base_url: base_url.clone(),
+        auth,
+        bindings: mapped
+            .operations
+            .iter()
+            .map(|o| (o.definition.name.clone(), o.binding.clone()))
+            .collect(),
+    };
+    let definitions: Vec<_> = mapped
+        .operations
+        .into_iter()
+        .map(|o| o.definition)
+        .collect();
+    let changes = store
+        .save_import(
+            namespace,
+            ImportKind::Openapi,
+            namespace,
+            &serde_json::to_value(&config)?,
+            &definitions,
+        )
+        .await?;
+    Ok(Imported {
+        name: namespace.to_owned(),
+        base_url,
+        changes,
+    })
+}
+
+fn check_base_url(url: &str) -> anyhow::Result<String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("invalid --base-url {url:?}: use an http:// or https:// URL");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The document's server URL made absolute: as is when it is, joined to
+/// the origin of an http `source` when it starts with `/`, else none.
+fn resolve_server(source: &str, server: &str) -> Option<String> {
+    if server.starts_with("http://") || server.starts_with("https://") {
+        return Some(server.trim_end_matches('/').to_owned());
+    }
+    if !server.starts_with('/') {
+        return None;
+    }
+    let scheme_end = source.find("://")? + 3;
+    let origin_end = source[scheme_end..]
+        .find('/')
+        .map_or(source.len(), |i| scheme_end + i);
+    Some(format!(
+        "{}{}",
+        &source[..origin_end],
+        server.trim_end_matches('/')
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_specs_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            "bearer:API_TOKEN".parse::<Auth>(),
+            Ok(Auth::Bearer {
+                env: "API_TOKEN".into()
+            })
+        );
+        assert_eq!(
+            "header:X-Api-Key:KEY".parse::<Auth>(),
+            Ok(Auth::Header {
+                name: "X-Api-Key".into(),
+                env: "KEY".into()
+            })
+        );
+        assert!("basic:CREDS".parse::<Auth>().is_ok());
+        let err = "bearer:abc-def".parse::<Auth>().unwrap_err();
+        assert!(err.contains("invalid environment variable name"), "{err}");
+        let err = "token:X".parse::<Auth>().unwrap_err();
+        assert!(err.contains("bearer:ENV_VAR"), "{err}");
+    }
+
+    #[test]
+    fn relative_servers_resolve_against_the_documents_origin() {
+        assert_eq!(
+            resolve_server("http://localhost:8000/openapi.json", "/api/"),
+            Some("http://localhost:8000/api".into())
+        );
+        assert_eq!(
+            resolve_server("spec.yaml", "http://localhost:9000/v1"),
+            Some("http://localhost:9000/v1".into())
+        );
+        assert_eq!(resolve_server("spec.yaml", "/api"), None);
+        assert_eq!(resolve_server("spec.yaml", "{scheme}://x"), None);
+    }
+}

@@ -1,0 +1,540 @@
+//! OpenAPI 3.0 and 3.1 documents → operation definitions and the HTTP
+//! bindings that execute them.
+//!
+//! Pure functions over `serde_json::Value`; no I/O. The mapping, and every
+//! choice made where OpenAPI allows more than one reading, is documented in
+//! `docs/imports.md`.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::names;
+use crate::protocol::{AccessLevel, OperationType};
+use crate::store::{NewDefinition, Source};
+
+/// The HTTP methods OpenAPI names in a path item, in its order.
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Where a parameter goes in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamIn {
+    /// Substituted into the path template.
+    Path,
+    /// Appended to the query string.
+    Query,
+    /// Sent as a request header.
+    Header,
+}
+
+/// One parameter of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Param {
+    /// Its name in the document (and the input property).
+    pub name: String,
+    /// Where it goes.
+    #[serde(rename = "in")]
+    pub location: ParamIn,
+}
+
+/// How to execute one imported operation as an HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpBinding {
+    /// Upper-case method.
+    pub method: String,
+    /// The path template, `/items/{id}`.
+    pub path: String,
+    /// Path, query and header parameters.
+    pub params: Vec<Param>,
+    /// Whether the input's `body` is sent as a JSON body.
+    pub body: bool,
+}
+
+/// One operation of the document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imported {
+    /// The definition to store.
+    pub definition: NewDefinition,
+    /// How the HTTP provider executes it.
+    pub binding: HttpBinding,
+}
+
+/// What a document says besides its operations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The operations, in path then method order.
+    pub operations: Vec<Imported>,
+    /// The first `servers[].url`, if any.
+    pub server_url: Option<String>,
+    /// `info.title`.
+    pub title: Option<String>,
+}
+
+/// Parses a document in JSON or YAML.
+pub fn parse(text: &str) -> Result<Value, String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML: {e}"))
+    }
+}
+
+/// Maps a document to definitions under `namespace`.
+pub fn import(doc: &Value, namespace: &str) -> Result<Document, String> {
+    names::check_namespace(namespace)?;
+    let version = doc
+        .get("openapi")
+        .and_then(Value::as_str)
+        .ok_or("not an OpenAPI 3 document: the `openapi` field is missing")?;
+    if !(version.starts_with("3.0") || version.starts_with("3.1")) {
+        return Err(format!(
+            "OpenAPI {version} is not supported: import 3.0 or 3.1 documents"
+        ));
+    }
+    let paths = match doc.get("paths") {
+        Some(Value::Object(paths)) => paths.clone(),
+        None => Map::new(),
+        Some(_) => return Err("`paths` is not an object".into()),
+    };
+    let resolver = Resolver { doc };
+    let mut operations = Vec::new();
+    let mut taken = BTreeSet::new();
+    for (path, item) in &paths {
+        let item = resolver.resolve(item, &mut Vec::new())?;
+        let shared = item
+            .get("parameters")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for method in METHODS {
+            let Some(op) = item.get(method) else { continue };
+            let imported = operation(&resolver, namespace, path, method, op, &shared)
+                .map_err(|e| format!("{} {path}: {e}", method.to_uppercase()))?;
+            if !taken.insert(imported.definition.name.clone()) {
+                return Err(format!(
+                    "{} {path}: the operation name {} is used twice; give one of them another operationId",
+                    method.to_uppercase(),
+                    imported.definition.name
+                ));
+            }
+            operations.push(imported);
+        }
+    }
+    Ok(Document {
+        operations,
+        server_url: doc
+            .pointer("/servers/0/url")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        title: doc
+            .pointer("/info/title")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+fn operation(
+    resolver: &Resolver<'_>,
+    namespace: &str,
+    path: &str,
+    method: &str,
+    op: &Value,
+    shared: &[Value],
+) -> Result<Imported, String> {
+    let name = match op.get("operationId").and_then(Value::as_str) {
+        Some(id) => sanitize(id),
+        None => sanitize(&format!("{method}_{path}")),
+    };
+    names::check_name(&name)?;
+
+    // Operation-level parameters override path-level ones of the same name and location.
+    let mut params: Vec<(Param, Value, bool)> = Vec::new();
+    let own = op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for raw in shared.iter().chain(own.iter()) {
+        let p = resolver.resolve(raw, &mut Vec::new())?;
+        let pname = p
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("a parameter has no name")?;
+        let location = match p.get("in").and_then(Value::as_str) {
+            Some("path") => ParamIn::Path,
+            Some("query") => ParamIn::Query,
+            Some("header") => ParamIn::Header,
+            // Cookies are left out: the hub does not keep cookies per caller.
+            Some("cookie") => continue,
+            other => {
+                return Err(format!(
+                    "parameter {pname} has an unknown location {other:?}"
+                ))
+            }
+        };
+        let schema = match p.get("schema") {
+            Some(s) => resolver.inline(s)?,
+            None => json!({ "type": "string" }),
+        };
+        let schema = with_description(schema, p.get("description"));
+        let required = location == ParamIn::Path
+            || p.get("required").and_then(Value::as_bool).unwrap_or(false);
+        let param = Param {
+            name: pname.to_owned(),
+            location,
+        };
+        params.retain(|(q, _, _)| q != &param);
+        params.push((param, schema, required));
+    }
+
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for (param, schema, is_required) in &params {
+        if properties.contains_key(&param.name) {
+            return Err(format!(
+                "two parameters are named {} (in different places); the input cannot hold both",
+                param.name
+            ));
+        }
+        properties.insert(param.name.clone(), schema.clone());
+        if *is_required {
+            required.push(Value::String(param.name.clone()));
+        }
+    }
+    let mut body = false;
+    if let Some(rb) = op.get("requestBody") {
+        let rb = resolver.resolve(rb, &mut Vec::new())?;
+        if let Some(schema) = rb.pointer("/content/application~1json/schema") {
+            if properties.contains_key("body") {
+                return Err("a parameter is named body, which the JSON request body needs".into());
+            }
+            properties.insert("body".into(), resolver.inline(schema)?);
+            if rb.get("required").and_then(Value::as_bool).unwrap_or(false) {
+                required.push(Value::String("body".into()));
+            }
+            body = true;
+        }
+    }
+    let mut input =
+        json!({ "type": "object", "properties": properties, "additionalProperties": false });
+    if !required.is_empty() {
+        input["required"] = Value::Array(required);
+    }
+
+    let (stream, output) = success_response(resolver, op)?;
+    let op_type = if stream {
+        OperationType::Subscription
+    } else if method == "get" {
+        OperationType::Query
+    } else {
+        OperationType::Mutation
+    };
+    let description = op
+        .get("summary")
+        .or_else(|| op.get("description"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Imported {
+        definition: NewDefinition {
+            namespace: namespace.to_owned(),
+            name,
+            op_type,
+            input_schema: Some(input),
+            output_schema: output,
+            access_level: AccessLevel::Authenticated,
+            required_scopes: Vec::new(),
+            description,
+            source: Source::Openapi,
+        },
+        binding: HttpBinding {
+            method: method.to_uppercase(),
+            path: path.to_owned(),
+            params: params.into_iter().map(|(p, _, _)| p).collect(),
+            body,
+        },
+    })
+}
+
+/// Whether the first 2xx response streams (`text/event-stream`), and the
+/// schema of its JSON content.
+fn success_response(resolver: &Resolver<'_>, op: &Value) -> Result<(bool, Option<Value>), String> {
+    let Some(Value::Object(responses)) = op.get("responses") else {
+        return Ok((false, None));
+    };
+    // "200" < "201" < ... < "2XX" in byte order, so the first match is the
+    // lowest explicit code, and the range only when no code is given.
+    let Some((_, response)) = responses
+        .iter()
+        .filter(|(code, _)| code.starts_with('2'))
+        .min_by(|a, b| a.0.cmp(b.0))
+    else {
+        return Ok((false, None));
+    };
+    let response = resolver.resolve(response, &mut Vec::new())?;
+    let content = response.get("content").and_then(Value::as_object);
+    let stream = content.is_some_and(|c| c.contains_key("text/event-stream"));
+    let output = match response.pointer("/content/application~1json/schema") {
+        Some(schema) if !stream => Some(resolver.inline(schema)?),
+        _ => None,
+    };
+    Ok((stream, output))
+}
+
+fn with_description(mut schema: Value, description: Option<&Value>) -> Value {
+    if let (Some(d), Value::Object(map)) = (description, &mut schema) {
+        map.entry("description").or_insert_with(|| d.clone());
+    }
+    schema
+}
+
+/// Turns any text into one valid name segment: `[A-Za-z][A-Za-z0-9_-]*`.
+fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let trimmed = out.trim_matches('_');
+    match trimmed.chars().next() {
+        Some(c) if c.is_ascii_alphabetic() => trimmed.to_owned(),
+        _ => format!("op_{trimmed}"),
+    }
+}
+
+/// Resolves local `$ref`s (`#/...`) against the document.
+struct Resolver<'a> {
+    doc: &'a Value,
+}
+
+impl Resolver<'_> {
+    /// Follows `value`'s `$ref` chain, if any.
+    fn resolve<'v>(&'v self, value: &'v Value, seen: &mut Vec<String>) -> Result<&'v Value, String>
+    where
+        Self: 'v,
+    {
+        let mut current = value;
+        while let Some(reference) = current.get("$ref").and_then(Value::as_str) {
+            if seen.iter().any(|s| s == reference) {
+                return Err(format!("$ref {reference} refers to itself"));
+            }
+            seen.push(reference.to_owned());
+            current = self.target(reference)?;
+        }
+        Ok(current)
+    }
+
+    fn target(&self, reference: &str) -> Result<&Value, String> {
+        let pointer = reference.strip_prefix('#').ok_or_else(|| {
+            format!("$ref {reference} points outside the document; only local references (#/...) are resolved")
+        })?;
+        self.doc
+            .pointer(pointer)
+            .ok_or_else(|| format!("$ref {reference} points to nothing"))
+    }
+
+    /// A copy of `schema` with every local `$ref` replaced by its target. A
+    /// reference met again inside its own expansion (a recursive schema)
+    /// becomes `{}`, which accepts anything at that depth.
+    fn inline(&self, schema: &Value) -> Result<Value, String> {
+        self.inline_within(schema, &mut Vec::new())
+    }
+
+    fn inline_within(&self, schema: &Value, stack: &mut Vec<String>) -> Result<Value, String> {
+        match schema {
+            Value::Object(map) => {
+                if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
+                    if stack.iter().any(|s| s == reference) {
+                        return Ok(json!({}));
+                    }
+                    let target = self.target(reference)?;
+                    stack.push(reference.to_owned());
+                    let inlined = self.inline_within(target, stack);
+                    stack.pop();
+                    return inlined;
+                }
+                let mut out = Map::new();
+                for (k, v) in map {
+                    out.insert(k.clone(), self.inline_within(v, stack)?);
+                }
+                Ok(Value::Object(out))
+            }
+            Value::Array(items) => items
+                .iter()
+                .map(|v| self.inline_within(v, stack))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            other => Ok(other.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PETS: &str = r##"
+openapi: 3.0.3
+info: { title: Pets, version: "1" }
+servers: [{ url: "http://localhost:8080/api" }]
+paths:
+  /pets/{petId}:
+    parameters:
+      - { name: petId, in: path, schema: { type: integer } }
+    get:
+      operationId: getPet
+      summary: One pet
+      parameters:
+        - { name: verbose, in: query, schema: { type: boolean } }
+        - { name: X-Trace, in: header, required: true, schema: { type: string } }
+      responses:
+        "404": { description: missing }
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/Pet" }
+    put:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: { $ref: "#/components/schemas/Pet" }
+      responses:
+        "204": { description: done }
+  /events:
+    get:
+      operationId: watch.events
+      responses:
+        "200":
+          description: stream
+          content:
+            text/event-stream: { schema: { type: string } }
+components:
+  schemas:
+    Pet:
+      type: object
+      properties:
+        name: { type: string }
+        parent: { $ref: "#/components/schemas/Pet" }
+"##;
+
+    fn pets() -> Document {
+        import(&parse(PETS).unwrap(), "pets").unwrap()
+    }
+
+    #[test]
+    fn names_types_and_order_follow_the_document() {
+        let doc = pets();
+        let summary: Vec<_> = doc
+            .operations
+            .iter()
+            .map(|o| {
+                (
+                    o.definition.id(),
+                    o.definition.op_type,
+                    o.binding.method.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "pets.watch_events".to_owned(),
+                    OperationType::Subscription,
+                    "GET"
+                ),
+                ("pets.getPet".to_owned(), OperationType::Query, "GET"),
+                (
+                    "pets.put_pets_petId".to_owned(),
+                    OperationType::Mutation,
+                    "PUT"
+                ),
+            ]
+        );
+        assert_eq!(doc.server_url.as_deref(), Some("http://localhost:8080/api"));
+        assert_eq!(doc.title.as_deref(), Some("Pets"));
+    }
+
+    #[test]
+    fn the_input_holds_path_level_parameters_and_the_body() {
+        let doc = pets();
+        let get = &doc.operations[1];
+        let input = get.definition.input_schema.as_ref().unwrap();
+        assert_eq!(input["properties"]["petId"]["type"], "integer");
+        assert_eq!(input["properties"]["verbose"]["type"], "boolean");
+        assert_eq!(input["required"], json!(["petId", "X-Trace"]));
+        assert_eq!(
+            get.binding.params,
+            [
+                Param {
+                    name: "petId".into(),
+                    location: ParamIn::Path
+                },
+                Param {
+                    name: "verbose".into(),
+                    location: ParamIn::Query
+                },
+                Param {
+                    name: "X-Trace".into(),
+                    location: ParamIn::Header
+                },
+            ]
+        );
+        let put = &doc.operations[2];
+        assert!(put.binding.body);
+        let input = put.definition.input_schema.as_ref().unwrap();
+        assert_eq!(input["required"], json!(["petId", "body"]));
+        assert_eq!(
+            input["properties"]["body"]["properties"]["name"]["type"],
+            "string"
+        );
+    }
+
+    #[test]
+    fn refs_are_inlined_and_recursion_stops_at_an_open_schema() {
+        let doc = pets();
+        let output = doc.operations[1].definition.output_schema.as_ref().unwrap();
+        assert_eq!(output["properties"]["name"]["type"], "string");
+        assert_eq!(output["properties"]["parent"], json!({}));
+        assert_eq!(
+            doc.operations[1].definition.description.as_deref(),
+            Some("One pet")
+        );
+        // The output schema comes from the 2xx response, not from the 404.
+        assert!(doc.operations[2].definition.output_schema.is_none());
+    }
+
+    #[test]
+    fn bad_documents_are_refused_with_the_reason() {
+        let err = import(&json!({"swagger": "2.0"}), "x").unwrap_err();
+        assert!(err.contains("`openapi` field is missing"), "{err}");
+        let err = import(&json!({"openapi": "2.0"}), "x").unwrap_err();
+        assert!(err.contains("not supported"), "{err}");
+        let err = import(&json!({"openapi": "3.1.0"}), "bad namespace").unwrap_err();
+        assert!(err.contains("invalid namespace"), "{err}");
+        let doc = json!({"openapi": "3.1.0", "paths": {"/a": {"get": {"parameters": [{"$ref": "#/nowhere"}]}}}});
+        let err = import(&doc, "x").unwrap_err();
+        assert!(err.contains("GET /a") && err.contains("#/nowhere"), "{err}");
+        let doc = json!({"openapi": "3.1.0", "paths": {
+            "/a": {"get": {"operationId": "same"}},
+            "/b": {"get": {"operationId": "same"}}}});
+        let err = import(&doc, "x").unwrap_err();
+        assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn names_are_sanitized_into_one_segment() {
+        assert_eq!(sanitize("get_/items/{id}"), "get_items_id");
+        assert_eq!(sanitize("list-items.v2"), "list-items_v2");
+        assert_eq!(sanitize("123"), "op_123");
+    }
+}

@@ -1,0 +1,20 @@
+// alkhub routing plugin "{{name}}".
+//
+// `choose` is called once per call that has more than one candidate and
+// returns which candidate serves it. This skeleton does round robin: the hub
+// numbers the calls of each operation (`call.sequence`, a BigInt), so call n
+// goes to candidate n % len and the plugin keeps no state. Replace the body
+// with your policy; `docs/plugins/authoring.md` in the hub describes every
+// field (in JavaScript they are camelCase: `inFlight`, `providerId`, ...).
+import { log } from 'alkdev:hub/host@0.1.0';
+
+export const routing = {
+  choose(call, candidates) {
+    // The hub never passes an empty list; refusing keeps `%` safe anyway.
+    if (candidates.length === 0) {
+      log('error', 'no candidates');
+      return { tag: 'refuse', val: '{{name}}: no candidates' };
+    }
+    return { tag: 'choose', val: Number(call.sequence % BigInt(candidates.length)) };
+  },
+};

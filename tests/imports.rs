@@ -1,0 +1,308 @@
+//! Imports: OpenAPI documents become operation definitions (decision D3),
+//! stored with the import, updated on re-import, removed with it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use alkhub::imports::import_openapi;
+use alkhub::peer::spec;
+use alkhub::protocol::OperationType;
+use alkhub::store::Store;
+use common::{hub, postgres, sqlite};
+use serde_json::json;
+
+const PETS: &str = r##"
+openapi: 3.1.0
+info: { title: Pets, version: "1" }
+paths:
+  /pets/{petId}:
+    parameters:
+      - { name: petId, in: path, schema: { type: integer } }
+    get:
+      operationId: getPet
+      summary: One pet
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/Pet" }
+    delete:
+      operationId: deletePet
+      responses:
+        "204": { description: gone }
+  /pets:
+    post:
+      operationId: addPet
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: "#/components/schemas/Pet" }
+      responses:
+        "201": { description: created }
+components:
+  schemas:
+    Pet:
+      type: object
+      properties:
+        name: { type: string }
+"##;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+async fn reimport_reports_changes(store: &Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "pets.yaml", PETS);
+    let first = import_openapi(store, &file, "pets", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.changes.added,
+        // Paths in sorted order, methods in OpenAPI's order.
+        ["pets.addPet", "pets.getPet", "pets.deletePet"]
+    );
+    assert!(first.base_url.is_none());
+
+    let again = import_openapi(store, &file, "pets", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.changes.added.len(), again.changes.unchanged.len()),
+        (0, 3)
+    );
+
+    // One operation gone, one described differently.
+    let changed = PETS
+        .replace("summary: One pet", "summary: One pet, by id")
+        .replace(
+            "    delete:\n      operationId: deletePet\n      responses:\n        \"204\": { description: gone }\n",
+            "",
+        );
+    let file = write(dir.path(), "pets.yaml", &changed);
+    let third = import_openapi(store, &file, "pets", Some("http://localhost:9/api/"), None)
+        .await
+        .unwrap();
+    assert_eq!(third.changes.updated, ["pets.getPet"]);
+    assert_eq!(third.changes.unchanged, ["pets.addPet"]);
+    assert_eq!(third.changes.removed, ["pets.deletePet"]);
+    assert_eq!(third.base_url.as_deref(), Some("http://localhost:9/api"));
+
+    let get = store.get_operation("pets.getPet").await.unwrap().unwrap();
+    assert_eq!(get.spec.description.as_deref(), Some("One pet, by id"));
+    assert_eq!(get.spec.op_type, OperationType::Query);
+    assert_eq!(get.spec.input_schema.unwrap()["required"], json!(["petId"]));
+    assert!(store
+        .get_operation("pets.deletePet")
+        .await
+        .unwrap()
+        .is_none());
+
+    let imports = store.list_imports().await.unwrap();
+    assert_eq!(imports.len(), 1);
+    assert_eq!(imports[0].operations, ["pets.addPet", "pets.getPet"]);
+    assert_eq!(imports[0].config["base_url"], "http://localhost:9/api");
+    assert_eq!(
+        imports[0].config["bindings"]["getPet"]["path"],
+        "/pets/{petId}"
+    );
+
+    let removed = store.remove_import("pets").await.unwrap();
+    assert_eq!(removed, ["pets.addPet", "pets.getPet"]);
+    assert!(store.list_operations().await.unwrap().is_empty());
+    assert!(store.list_imports().await.unwrap().is_empty());
+    let err = store.remove_import("pets").await.unwrap_err();
+    assert!(
+        err.to_string().contains("import \"pets\" not found"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn reimporting_updates_definitions_and_reports_changes_sqlite() {
+    reimport_reports_changes(&sqlite().await.store).await;
+}
+
+#[tokio::test]
+async fn reimporting_updates_definitions_and_reports_changes_postgres() {
+    reimport_reports_changes(&postgres().await.store).await;
+}
+
+#[tokio::test]
+async fn a_definition_only_import_answers_no_provider_until_a_spoke_registers_it() {
+    let mut hub = hub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "pets.yaml", PETS);
+    import_openapi(&hub.db.store, &file, "pets", None, None)
+        .await
+        .unwrap();
+    hub.restart().await;
+    let client = hub.client("app", &[]).await;
+    let err = client
+        .call("pets.getPet", json!({ "petId": 7 }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_str(), "NO_PROVIDER", "{}", err.message);
+    // The imported input schema applies before any provider exists.
+    let err = client
+        .call("pets.getPet", json!({ "petId": "seven" }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_str(), "VALIDATION_ERROR", "{}", err.message);
+
+    // A spoke declaring the same id without schemas serves the imported contract.
+    let _spoke = hub
+        .spoke("petstore")
+        .await
+        .operation(
+            spec("pets", "getPet", OperationType::Query),
+            |input| async move { Ok(json!({ "name": format!("pet {}", input.input["petId"]) })) },
+        )
+        .connect()
+        .await
+        .unwrap();
+    let out = client
+        .call("pets.getPet", json!({ "petId": 7 }))
+        .await
+        .unwrap();
+    assert_eq!(out["data"]["name"], "pet 7");
+
+    // A spoke cannot change the imported contract.
+    let mut other = spec("pets", "addPet", OperationType::Query);
+    other.input_schema = Some(json!({ "type": "object" }));
+    let peer = hub
+        .spoke("impostor")
+        .await
+        .operation(other, |_| async { Ok(json!(null)) })
+        .connect()
+        .await;
+    let rejected = match peer {
+        Ok(p) => p.welcome().rejected.clone(),
+        Err(e) => panic!("hello refused outright: {e}"),
+    };
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0].message.contains("different type"),
+        "{}",
+        rejected[0].message
+    );
+}
+
+#[tokio::test]
+async fn an_import_never_replaces_a_spokes_definition() {
+    let hub = hub().await;
+    let _spoke = hub
+        .spoke("petstore")
+        .await
+        .operation(spec("pets", "getPet", OperationType::Query), |_| async {
+            Ok(json!(1))
+        })
+        .connect()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "pets.yaml", PETS);
+    let err = import_openapi(&hub.db.store, &file, "pets", None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("pets.getPet is already defined by a spoke source"),
+        "{err:#}"
+    );
+    // Nothing of the import was saved.
+    assert!(hub.db.store.list_imports().await.unwrap().is_empty());
+    assert!(hub
+        .db
+        .store
+        .get_operation("pets.addPet")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+fn alkhub(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alkhub"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("ALKHUB_CONFIG")
+        .env_remove("ALKHUB_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_imports_lists_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "pets.yaml", PETS);
+    let (ok, out, err) = alkhub(
+        dir.path(),
+        &[
+            "import",
+            "openapi",
+            "pets.yaml",
+            "--namespace",
+            "pets",
+            "--auth",
+            "bearer:PETS_TOKEN",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("import pets: 3 added, 0 updated, 0 unchanged, 0 removed"),
+        "{out}"
+    );
+    assert!(out.contains("no base URL"), "{out}");
+    let (_, out, _) = alkhub(dir.path(), &["import", "list"]);
+    assert!(
+        out.starts_with("pets\topenapi\tpets\toperations=3"),
+        "{out}"
+    );
+
+    let (ok, _, err) = alkhub(
+        dir.path(),
+        &[
+            "import",
+            "openapi",
+            "pets.yaml",
+            "--namespace",
+            "pets",
+            "--auth",
+            "token:X",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("bearer:ENV_VAR"), "{err}");
+    let (ok, _, err) = alkhub(
+        dir.path(),
+        &["import", "openapi", "missing.yaml", "--namespace", "pets"],
+    );
+    assert!(!ok);
+    assert!(err.contains("cannot read missing.yaml"), "{err}");
+    write(dir.path(), "swagger.json", r#"{"swagger": "2.0"}"#);
+    let (ok, _, err) = alkhub(
+        dir.path(),
+        &["import", "openapi", "swagger.json", "--namespace", "old"],
+    );
+    assert!(!ok);
+    assert!(err.contains("`openapi` field is missing"), "{err}");
+
+    let (ok, out, err) = alkhub(dir.path(), &["import", "remove", "pets"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("removed import pets and its 3 operations"),
+        "{out}"
+    );
+    let (_, out, _) = alkhub(dir.path(), &["import", "list"]);
+    assert!(out.is_empty(), "{out}");
+}
