@@ -23,7 +23,7 @@ use crate::dispatch::Dispatcher;
 use crate::plugins::PluginHost;
 use crate::protocol::{close, PrincipalKind};
 use crate::registration::Registrar;
-use crate::store::{Principal, Store};
+use crate::store::{ImportKind, Principal, Store};
 
 /// The hub's shared state, cheap to clone.
 #[derive(Clone)]
@@ -287,6 +287,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     };
     let (stop, stopped) = watch::channel(false);
     spawn_cleanup(hub.clone(), stopped.clone());
+    for import in hub.store().list_imports().await? {
+        if import.enabled && import.kind == ImportKind::Openapi {
+            let name = import.name.clone();
+            if let Err(e) = crate::imports::http_provider::start(hub.clone(), import).await {
+                tracing::warn!(import = %name, error = %e, "cannot serve the imported API");
+            }
+        }
+    }
     let app = crate::http::router(hub.clone());
     let mut stopped_http = stopped;
     let task = tokio::spawn(async move {

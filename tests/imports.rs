@@ -306,3 +306,159 @@ fn the_cli_imports_lists_and_removes() {
     let (_, out, _) = alkhub(dir.path(), &["import", "list"]);
     assert!(out.is_empty(), "{out}");
 }
+
+// ---------------------------------------------------------------------------
+// The HTTP provider against a FastAPI app nobody here wrote the framework of.
+
+/// The FastAPI app of `tests/fixtures/petstore`, on a free loopback port.
+struct Petstore {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Petstore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn petstore() -> Petstore {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let python = fixtures.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test installs FastAPI there (python3 -m venv tests/fixtures/.venv && \
+         tests/fixtures/.venv/bin/pip install -r tests/fixtures/requirements.txt)",
+        python.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python)
+        .args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--log-level=warning")
+        .current_dir(fixtures.join("petstore"))
+        .spawn()
+        .unwrap();
+    let store = Petstore {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    common::eventually("the FastAPI app answers", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    store
+}
+
+#[tokio::test]
+async fn an_imported_fastapi_app_is_served_by_the_hub() {
+    let api = petstore().await;
+    let mut hub = hub().await;
+    // A variable name of this test only: tests run in parallel in one process.
+    std::env::set_var("ALKHUB_TEST_PETSTORE_TOKEN", "sekret");
+    let imported = import_openapi(
+        &hub.db.store,
+        &format!("{}/openapi.json", api.url),
+        "pets",
+        Some(&api.url),
+        Some("bearer:ALKHUB_TEST_PETSTORE_TOKEN".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        imported.changes.added,
+        ["pets.getPet", "pets.putPet", "pets.ticks", "pets.whoami"]
+    );
+    hub.restart().await;
+    let client = hub.client("app", &[]).await;
+
+    // Path, header and body parameters reach the app.
+    let out = client
+        .call(
+            "pets.putPet",
+            json!({ "pet_id": 7, "x-trace": "t-1", "body": { "name": "Rex", "age": 3 } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["data"],
+        json!({ "id": 7, "name": "Rex", "age": 3, "trace": "t-1" })
+    );
+    assert_eq!(out["meta"]["source"], "http");
+    assert_eq!(out["meta"]["status"], 201);
+    assert_eq!(out["meta"]["contentType"], "application/json");
+
+    // A query parameter.
+    let out = client
+        .call("pets.getPet", json!({ "pet_id": 7, "verbose": true }))
+        .await
+        .unwrap();
+    assert_eq!(out["data"], json!({ "id": 7, "name": "Rex", "age": 3 }));
+
+    // An error status.
+    let err = client
+        .call("pets.getPet", json!({ "pet_id": 99 }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_str(), "EXECUTION_ERROR", "{}", err.message);
+    let details = err.details.clone().unwrap();
+    assert_eq!(details["status"], 404);
+    assert_eq!(details["body"]["detail"], "no pet 99");
+
+    // The imported input schema is enforced before the request is made.
+    let err = client
+        .call("pets.getPet", json!({ "pet_id": "seven" }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_str(), "VALIDATION_ERROR");
+
+    // Authentication comes from the environment, never from the store.
+    let out = client.call("pets.whoami", json!({})).await.unwrap();
+    assert_eq!(out["data"]["authorization"], "Bearer sekret");
+    let stored = hub.db.store.get_import("pets").await.unwrap().unwrap();
+    assert!(!stored.config.to_string().contains("sekret"));
+
+    // An event stream is a subscription: one envelope per event.
+    let mut events = client.subscribe("pets.ticks", json!({ "count": 3 }), Default::default());
+    let mut data = Vec::new();
+    while let Some(event) = events.next().await {
+        data.push(event.unwrap()["data"]["n"].clone());
+    }
+    assert_eq!(data, [json!(0), json!(1), json!(2)]);
+
+    // The same call over HTTP.
+    let token = hub
+        .token(alkhub::protocol::PrincipalKind::Client, "curl", &[])
+        .await;
+    let r = hub
+        .http(
+            "POST",
+            "/v1/operations/pets.getPet/call",
+            Some(&token),
+            Some(&json!({ "input": { "pet_id": 7 } }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["data"]["name"], "Rex");
+
+    // The registrations are the hub's, as a client provider.
+    let regs = hub
+        .db
+        .store
+        .registrations_of_operation("pets.getPet")
+        .await
+        .unwrap();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].provider_id, "import-pets");
+    assert_eq!(
+        regs[0].provider_type,
+        alkhub::protocol::PrincipalKind::Client
+    );
+}

@@ -9,6 +9,7 @@
 //! document: the base URL, the authentication (as environment variable
 //! names, never values) and one HTTP binding per operation.
 
+pub mod http_provider;
 pub mod openapi;
 
 use std::collections::BTreeMap;
