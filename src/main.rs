@@ -159,6 +159,21 @@ enum ImportCommand {
         #[arg(long)]
         auth: Option<alkhub::imports::Auth>,
     },
+    /// Define one operation per tool of an MCP server, which the hub then
+    /// serves while it can reach the server.
+    Mcp {
+        /// The import's name, which is also the namespace of its operations.
+        name: String,
+        /// Start the server with this command and talk to it over stdio.
+        #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+        command: Option<String>,
+        /// An argument of the command (repeat for several).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// The server's streamable HTTP endpoint.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// List the imports.
     List,
     /// Remove an import with its definitions and their registrations.
@@ -423,24 +438,7 @@ async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
                 auth,
             )
             .await?;
-            let c = &done.changes;
-            println!(
-                "import {}: {} added, {} updated, {} unchanged, {} removed",
-                done.name,
-                c.added.len(),
-                c.updated.len(),
-                c.unchanged.len(),
-                c.removed.len()
-            );
-            for (what, ids) in [
-                ("added", &c.added),
-                ("updated", &c.updated),
-                ("removed", &c.removed),
-            ] {
-                for id in ids {
-                    println!("  {what} {id}");
-                }
-            }
+            print_changes(&done.name, &done.changes);
             match &done.base_url {
                 Some(url) => println!("requests go to {url}"),
                 None => println!(
@@ -448,6 +446,21 @@ async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
                      (give --base-url to have the hub call the API)"
                 ),
             }
+        }
+        ImportCommand::Mcp {
+            name,
+            command,
+            args,
+            url,
+        } => {
+            let config = alkhub::imports::mcp::McpConfig {
+                command,
+                args,
+                url,
+                tools: Default::default(),
+            };
+            let changes = alkhub::imports::mcp::import_mcp(&store, &name, config).await?;
+            print_changes(&name, &changes);
         }
         ImportCommand::List => {
             for i in store.list_imports().await? {
@@ -473,6 +486,25 @@ async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+fn print_changes(name: &str, c: &alkhub::store::ImportChanges) {
+    println!(
+        "import {name}: {} added, {} updated, {} unchanged, {} removed",
+        c.added.len(),
+        c.updated.len(),
+        c.unchanged.len(),
+        c.removed.len()
+    );
+    for (what, ids) in [
+        ("added", &c.added),
+        ("updated", &c.updated),
+        ("removed", &c.removed),
+    ] {
+        for id in ids {
+            println!("  {what} {id}");
+        }
+    }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {

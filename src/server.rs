@@ -288,11 +288,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     let (stop, stopped) = watch::channel(false);
     spawn_cleanup(hub.clone(), stopped.clone());
     for import in hub.store().list_imports().await? {
-        if import.enabled && import.kind == ImportKind::Openapi {
-            let name = import.name.clone();
-            if let Err(e) = crate::imports::http_provider::start(hub.clone(), import).await {
-                tracing::warn!(import = %name, error = %e, "cannot serve the imported API");
+        if !import.enabled {
+            continue;
+        }
+        match import.kind {
+            ImportKind::Openapi => {
+                let name = import.name.clone();
+                if let Err(e) = crate::imports::http_provider::start(hub.clone(), import).await {
+                    tracing::warn!(import = %name, error = %e, "cannot serve the imported API");
+                }
             }
+            ImportKind::Mcp => crate::imports::mcp::start(hub.clone(), import),
         }
     }
     let app = crate::http::router(hub.clone());

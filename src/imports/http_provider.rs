@@ -1,224 +1,78 @@
 //! The HTTP provider: the hub serves the operations of an OpenAPI import
-//! with a base URL itself, executing each call as an HTTP request.
-//!
-//! It is a provider like any spoke, seen through the same seam: a
-//! [`Connection`] (kind `client`, id `import-<name>`) whose outbound queue
-//! this task reads instead of a WebSocket writer. Calls arrive as
-//! `call.requested` frames and answers go back through
-//! [`crate::dispatch::Dispatcher::provider_event`], so routing, deadlines,
-//! aborts and shutdown treat it exactly as a connected spoke.
+//! with a base URL itself, executing each call as an HTTP request (through
+//! the in-process provider seam of [`super::provider`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::task::AbortHandle;
 
 use super::openapi::{HttpBinding, ParamIn};
+use super::provider::{self, Answer, Call, Responder};
 use super::{Auth, OpenapiConfig};
-use crate::catalog::Provider;
-use crate::connection::{now_ms, Connection, Outbound};
-use crate::protocol::{self, Identity, PrincipalKind};
+use crate::connection::now_ms;
 use crate::server::Hub;
-use crate::store::{Import, NewRegistration};
+use crate::store::Import;
 
 /// The provider id an import serves under.
 pub fn provider_id(import: &str) -> String {
     format!("import-{}", import.replace('.', "-").to_lowercase())
 }
 
-/// Starts serving `import` when it has a base URL; returns at once.
+/// Starts serving `import` when it has a base URL; returns once registered.
 pub async fn start(hub: Hub, import: Import) -> anyhow::Result<()> {
     let config: OpenapiConfig = serde_json::from_value(import.config.clone())?;
     let Some(base_url) = config.base_url.clone() else {
         return Ok(());
     };
-    let identity = Identity {
-        kind: PrincipalKind::Client,
-        id: provider_id(&import.name),
-        scopes: Vec::new(),
-    };
-    let (connection, mut rx) = Connection::new(hub.next_session_id(), identity, BTreeMap::new());
-    hub.attach(&connection).await;
-    let mut served = Vec::new();
-    for operation_id in &import.operations {
-        let Some((namespace, name)) = crate::names::split_operation_id(operation_id) else {
-            continue;
-        };
-        let registration = hub
-            .store()
-            .activate_registration(&NewRegistration {
-                operation_id: operation_id.clone(),
-                provider_type: PrincipalKind::Client,
-                provider_id: connection.identity.id.clone(),
-                pre_remap_namespace: namespace.to_owned(),
-                pre_remap_name: name.to_owned(),
-                metadata: json!({ "import": import.name, "baseUrl": base_url }),
-            })
-            .await?;
-        let added = hub.dispatcher().catalog().add_provider(
-            operation_id,
-            Provider {
-                registration_id: registration.id.clone().into(),
-                pre_remap_id: operation_id.as_str().into(),
-                connection: connection.clone(),
-                in_flight: Arc::new(AtomicU32::new(0)),
-            },
-        );
-        if added {
-            served.push(registration.id);
-        }
-    }
-    tracing::info!(import = %import.name, base_url, operations = served.len(), "serving imported API");
-
-    let client = reqwest::Client::new();
     let runner = Arc::new(Runner {
-        hub: hub.clone(),
-        connection: connection.clone(),
-        client,
-        base_url,
+        client: reqwest::Client::new(),
+        base_url: base_url.clone(),
         auth: config.auth,
         bindings: config.bindings,
-        open: Mutex::default(),
     });
-    tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            match out {
-                Outbound::Text(frame) => runner.clone().on_frame(&frame),
-                Outbound::Close(..) => break,
-            }
-        }
-        for (_, task) in runner.open.lock().unwrap().drain() {
-            task.abort();
-        }
-        let dispatcher = hub.dispatcher();
-        hub.detach(&connection);
-        dispatcher
-            .catalog()
-            .remove_session(connection.session_id, None);
-        dispatcher.connection_gone(&connection);
-        if let Err(e) = hub
-            .store()
-            .deactivate_registrations(PrincipalKind::Client, &connection.identity.id, &served)
-            .await
-        {
-            tracing::warn!(error = %e, "could not mark the import's registrations inactive");
-        }
+    let handler: provider::Handler = Arc::new(move |call, responder| {
+        let runner = runner.clone();
+        Box::pin(async move { runner.execute(call, responder).await })
     });
+    // Served until the hub shuts down, which closes the connection.
+    let _serving = provider::serve(
+        &hub,
+        &provider_id(&import.name),
+        &import.operations,
+        json!({ "import": import.name, "baseUrl": base_url }),
+        handler,
+    )
+    .await?;
+    tracing::info!(import = %import.name, base_url, "serving imported API");
     Ok(())
 }
 
 struct Runner {
-    hub: Hub,
-    connection: Arc<Connection>,
     client: reqwest::Client,
     base_url: String,
     auth: Option<Auth>,
     bindings: BTreeMap<String, HttpBinding>,
-    open: Mutex<HashMap<String, AbortHandle>>,
-}
-
-#[derive(Deserialize)]
-struct Frame {
-    #[serde(rename = "type")]
-    kind: String,
-    payload: Payload,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Payload {
-    request_id: String,
-    #[serde(default)]
-    operation_id: String,
-    #[serde(default)]
-    input: Value,
-    #[serde(default)]
-    deadline: Option<u64>,
-}
-
-/// How a call ended, for the caller.
-enum Answer {
-    /// One envelope, then (for a stream) more of them, then `completed`.
-    Output(Value),
-    Completed,
-    Error(&'static str, String, Option<Value>),
 }
 
 impl Runner {
-    fn on_frame(self: Arc<Self>, frame: &str) {
-        let Ok(frame) = serde_json::from_str::<Frame>(frame) else {
-            return;
-        };
-        let request_id = frame.payload.request_id.clone();
-        match frame.kind.as_str() {
-            "call.requested" => {
-                let me = self.clone();
-                let id = request_id.clone();
-                // Registered before it can finish, removed by itself when done.
-                let mut open = self.open.lock().unwrap();
-                let task = tokio::spawn(async move {
-                    me.execute(frame.payload).await;
-                    me.open.lock().unwrap().remove(&id);
-                });
-                open.insert(request_id, task.abort_handle());
-            }
-            "call.aborted" => {
-                if let Some(task) = self.open.lock().unwrap().remove(&request_id) {
-                    task.abort();
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn answer(&self, request_id: &str, answer: Answer) {
-        let (kind, payload) = match answer {
-            Answer::Output(output) => (
-                "call.responded",
-                json!({ "requestId": request_id, "output": output }),
-            ),
-            Answer::Completed => ("call.completed", json!({ "requestId": request_id })),
-            Answer::Error(code, message, details) => {
-                let mut p = json!({ "requestId": request_id, "code": code, "message": message });
-                if let Some(d) = details {
-                    p["details"] = d;
-                }
-                ("call.error", p)
-            }
-        };
-        let text = payload.to_string();
-        if let Ok(event) = serde_json::from_str::<protocol::CallEventIn<'_>>(&text) {
-            let _ = self
-                .hub
-                .dispatcher()
-                .provider_event(&self.connection, kind, event);
-        }
-    }
-
-    async fn execute(&self, call: Payload) {
-        let request_id = call.request_id.clone();
+    async fn execute(&self, call: Call, out: Responder) {
         let name = crate::names::split_operation_id(&call.operation_id)
             .map(|(_, name)| name)
             .unwrap_or_default();
         let Some(binding) = self.bindings.get(name) else {
-            self.answer(
-                &request_id,
-                Answer::Error(
-                    "EXECUTION_ERROR",
-                    format!("the import has no HTTP binding for {}", call.operation_id),
-                    None,
-                ),
-            );
+            out.send(Answer::Error(
+                "EXECUTION_ERROR",
+                format!("the import has no HTTP binding for {}", call.operation_id),
+                None,
+            ));
             return;
         };
         let request = match self.build(binding, &call) {
             Ok(r) => r,
             Err(message) => {
-                self.answer(&request_id, Answer::Error("EXECUTION_ERROR", message, None));
+                out.send(Answer::Error("EXECUTION_ERROR", message, None));
                 return;
             }
         };
@@ -230,14 +84,11 @@ impl Runner {
                 } else {
                     "EXECUTION_ERROR"
                 };
-                self.answer(
-                    &request_id,
-                    Answer::Error(
-                        code,
-                        format!("{} {}: {e}", binding.method, binding.path),
-                        None,
-                    ),
-                );
+                out.send(Answer::Error(
+                    code,
+                    format!("{} {}: {e}", binding.method, binding.path),
+                    None,
+                ));
                 return;
             }
         };
@@ -269,35 +120,26 @@ impl Runner {
         };
         if !(200..300).contains(&status) {
             let body = response.text().await.unwrap_or_default();
-            self.answer(
-                &request_id,
-                Answer::Error(
-                    "EXECUTION_ERROR",
-                    format!("{} {} answered HTTP {status}", binding.method, binding.path),
-                    Some(json!({ "status": status, "body": parse_body(&body, &content_type) })),
-                ),
-            );
+            out.send(Answer::Error(
+                "EXECUTION_ERROR",
+                format!("{} {} answered HTTP {status}", binding.method, binding.path),
+                Some(json!({ "status": status, "body": parse_body(&body, &content_type) })),
+            ));
             return;
         }
         if content_type.starts_with("text/event-stream") {
-            self.stream(&request_id, response, &meta).await;
+            self.stream(&out, response, &meta).await;
             return;
         }
         match response.text().await {
-            Ok(body) => self.answer(
-                &request_id,
-                Answer::Output(
-                    json!({ "data": parse_body(&body, &content_type), "meta": meta(None) }),
-                ),
-            ),
-            Err(e) => self.answer(
-                &request_id,
-                Answer::Error(
-                    "EXECUTION_ERROR",
-                    format!("cannot read the answer: {e}"),
-                    None,
-                ),
-            ),
+            Ok(body) => out.send(Answer::Output(
+                json!({ "data": parse_body(&body, &content_type), "meta": meta(None) }),
+            )),
+            Err(e) => out.send(Answer::Error(
+                "EXECUTION_ERROR",
+                format!("cannot read the answer: {e}"),
+                None,
+            )),
         }
     }
 
@@ -305,7 +147,7 @@ impl Runner {
     /// JSON when it is JSON, then `completed` when the server ends the stream.
     async fn stream(
         &self,
-        request_id: &str,
+        out: &Responder,
         mut response: reqwest::Response,
         meta: &(dyn Fn(Option<&str>) -> Value + Sync),
     ) {
@@ -321,44 +163,33 @@ impl Runner {
                             parser.line(line.trim_end_matches(['\n', '\r']))
                         {
                             let data = parse_body(&data, "application/json");
-                            self.answer(
-                                request_id,
-                                Answer::Output(
-                                    json!({ "data": data, "meta": meta(event.as_deref()) }),
-                                ),
-                            );
+                            out.send(Answer::Output(
+                                json!({ "data": data, "meta": meta(event.as_deref()) }),
+                            ));
                         }
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.answer(
-                        request_id,
-                        Answer::Error(
-                            "EXECUTION_ERROR",
-                            format!("the event stream broke: {e}"),
-                            None,
-                        ),
-                    );
+                    out.send(Answer::Error(
+                        "EXECUTION_ERROR",
+                        format!("the event stream broke: {e}"),
+                        None,
+                    ));
                     return;
                 }
             }
         }
         if let Some((event, data)) = parser.line("") {
             let data = parse_body(&data, "application/json");
-            self.answer(
-                request_id,
-                Answer::Output(json!({ "data": data, "meta": meta(event.as_deref()) })),
-            );
+            out.send(Answer::Output(
+                json!({ "data": data, "meta": meta(event.as_deref()) }),
+            ));
         }
-        self.answer(request_id, Answer::Completed);
+        out.send(Answer::Completed);
     }
 
-    fn build(
-        &self,
-        binding: &HttpBinding,
-        call: &Payload,
-    ) -> Result<reqwest::RequestBuilder, String> {
+    fn build(&self, binding: &HttpBinding, call: &Call) -> Result<reqwest::RequestBuilder, String> {
         let input = call.input.as_object().cloned().unwrap_or_default();
         let mut path = binding.path.clone();
         let mut query = Vec::new();

@@ -10,7 +10,9 @@
 //! names, never values) and one HTTP binding per operation.
 
 pub mod http_provider;
+pub mod mcp;
 pub mod openapi;
+pub mod provider;
 
 use std::collections::BTreeMap;
 

@@ -293,7 +293,7 @@ fn with_description(mut schema: Value, description: Option<&Value>) -> Value {
 }
 
 /// Turns any text into one valid name segment: `[A-Za-z][A-Za-z0-9_-]*`.
-fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_ascii_alphanumeric() || c == '_' || c == '-' {

@@ -1,0 +1,319 @@
+//! MCP import: an MCP server's tools become operations, and the hub, as an
+//! MCP client (`rmcp`), serves them while the server is reachable.
+//!
+//! `alkhub import mcp NAME --command CMD [--arg A]... | --url URL` connects
+//! once, lists the tools and stores one definition per tool. The running hub
+//! keeps a connection per import: it registers as the provider of the tools
+//! while the connection is up, reconnects with backoff when it drops
+//! (registrations inactive meanwhile), and re-reads the tools when the
+//! server sends `notifications/tools/list_changed`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion, Tool};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use super::provider::{self, Answer, Call, Responder};
+use crate::connection::now_ms;
+use crate::protocol::{AccessLevel, OperationType};
+use crate::server::Hub;
+use crate::store::{Import, ImportChanges, ImportKind, NewDefinition, Source, Store};
+
+/// Where the MCP server is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpConfig {
+    /// A command started with stdio as the transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// A streamable HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Operation name → tool name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, String>,
+}
+
+/// Receives the server's notifications.
+#[derive(Clone, Default)]
+struct Listener {
+    tools_changed: Arc<Notify>,
+}
+
+impl ClientHandler for Listener {
+    async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        // The initialize handshake, which every server of the 2025 revisions speaks.
+        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+}
+
+type Session = RunningService<RoleClient, Listener>;
+
+async fn connect(config: &McpConfig, listener: Listener) -> anyhow::Result<Session> {
+    if let Some(url) = &config.url {
+        let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+        return listener
+            .serve(transport)
+            .await
+            .with_context(|| format!("cannot initialize an MCP session with {url}"));
+    }
+    let Some(command) = &config.command else {
+        bail!("an MCP import needs --command or --url");
+    };
+    let cmd = tokio::process::Command::new(command).configure(|c| {
+        c.args(&config.args);
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {command}"))?;
+    listener
+        .serve(transport)
+        .await
+        .with_context(|| format!("cannot initialize an MCP session with {command}"))
+}
+
+/// The definitions of `tools` under `namespace`, with the name map.
+fn definitions(
+    namespace: &str,
+    tools: &[Tool],
+) -> anyhow::Result<(Vec<NewDefinition>, BTreeMap<String, String>)> {
+    let mut defs = Vec::new();
+    let mut names = BTreeMap::new();
+    for tool in tools {
+        let name = super::openapi::sanitize(&tool.name);
+        if names.insert(name.clone(), tool.name.to_string()).is_some() {
+            bail!("two tools map to the operation name {name}; MCP tool names must differ in more than punctuation");
+        }
+        let read_only = tool
+            .annotations
+            .as_ref()
+            .and_then(|a| a.read_only_hint)
+            .unwrap_or(false);
+        defs.push(NewDefinition {
+            namespace: namespace.to_owned(),
+            name,
+            op_type: if read_only {
+                OperationType::Query
+            } else {
+                OperationType::Mutation
+            },
+            input_schema: Some(Value::Object((*tool.input_schema).clone())),
+            output_schema: tool
+                .output_schema
+                .as_ref()
+                .map(|s| Value::Object((**s).clone())),
+            access_level: AccessLevel::Authenticated,
+            required_scopes: Vec::new(),
+            description: tool.description.as_ref().map(|d| d.to_string()),
+            source: Source::Mcp,
+        });
+    }
+    Ok((defs, names))
+}
+
+async fn save(
+    store: &Store,
+    name: &str,
+    config: &McpConfig,
+    tools: &[Tool],
+) -> anyhow::Result<(ImportChanges, McpConfig)> {
+    let (defs, names) = definitions(name, tools)?;
+    let config = McpConfig {
+        tools: names,
+        ..config.clone()
+    };
+    let changes = store
+        .save_import(
+            name,
+            ImportKind::Mcp,
+            name,
+            &serde_json::to_value(&config)?,
+            &defs,
+        )
+        .await?;
+    Ok((changes, config))
+}
+
+/// Connects to the server, lists its tools and stores them as import `name`.
+pub async fn import_mcp(
+    store: &Store,
+    name: &str,
+    config: McpConfig,
+) -> anyhow::Result<ImportChanges> {
+    crate::names::check_namespace(name).map_err(anyhow::Error::msg)?;
+    let session = connect(&config, Listener::default()).await?;
+    let tools = session.peer().list_all_tools().await?;
+    let saved = save(store, name, &config, &tools).await;
+    let _ = session.cancel().await;
+    Ok(saved?.0)
+}
+
+/// Keeps import `import` served for the life of the hub: connect, register,
+/// serve, and on a drop reconnect with backoff (1 s doubling to 30 s).
+pub fn start(hub: Hub, import: Import) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if hub.is_shutting_down() {
+                return;
+            }
+            match run_once(&hub, &import).await {
+                Ok(()) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::warn!(import = %import.name, error = format!("{e:#}"), retry_in = ?backoff, "MCP server unreachable");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    });
+}
+
+/// One connection's life; returns when it drops.
+async fn run_once(hub: &Hub, import: &Import) -> anyhow::Result<()> {
+    let mut config: McpConfig = serde_json::from_value(import.config.clone())?;
+    let listener = Listener::default();
+    let changed = listener.tools_changed.clone();
+    let session = connect(&config, listener).await?;
+    let peer = session.peer().clone();
+    let mut operations = import.operations.clone();
+    loop {
+        let tools_by_name = Arc::new(config.tools.clone());
+        let call_peer = peer.clone();
+        let handler: provider::Handler = Arc::new(move |call, out| {
+            let peer = call_peer.clone();
+            let tools = tools_by_name.clone();
+            Box::pin(async move { call_tool(&peer, &tools, call, out).await })
+        });
+        let serving = provider::serve(
+            hub,
+            &super::http_provider::provider_id(&import.name),
+            &operations,
+            json!({ "import": import.name }),
+            handler,
+        )
+        .await?;
+        tracing::info!(import = %import.name, tools = operations.len(), "serving MCP tools");
+        tokio::select! {
+            _ = wait_closed(&peer) => {
+                serving.stop().await;
+                return Ok(());
+            }
+            _ = changed.notified() => {
+                serving.stop().await;
+                let tools = peer.list_all_tools().await?;
+                let (changes, saved) = save(hub.store(), &import.name, &config, &tools).await?;
+                for id in &changes.removed {
+                    hub.dispatcher().catalog().remove_definition(id);
+                }
+                for id in changes.added.iter().chain(&changes.updated) {
+                    if let Some(def) = hub.store().get_operation(id).await? {
+                        hub.dispatcher().catalog().put_definition(def);
+                    }
+                }
+                tracing::info!(import = %import.name, added = changes.added.len(), updated = changes.updated.len(), removed = changes.removed.len(), "MCP tools changed");
+                config = saved;
+                operations = hub
+                    .store()
+                    .get_import(&import.name)
+                    .await?
+                    .map(|i| i.operations)
+                    .unwrap_or_default();
+            }
+        }
+    }
+}
+
+async fn wait_closed(peer: &rmcp::Peer<RoleClient>) {
+    while !peer.is_transport_closed() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn call_tool(
+    peer: &rmcp::Peer<RoleClient>,
+    tools: &BTreeMap<String, String>,
+    call: Call,
+    out: Responder,
+) {
+    let name = crate::names::split_operation_id(&call.operation_id)
+        .map(|(_, n)| n)
+        .unwrap_or_default();
+    let Some(tool) = tools.get(name) else {
+        out.send(Answer::Error(
+            "EXECUTION_ERROR",
+            format!("the import has no tool for {}", call.operation_id),
+            None,
+        ));
+        return;
+    };
+    let mut params = CallToolRequestParams::new(tool.clone());
+    if let Value::Object(args) = call.input {
+        params = params.with_arguments(args);
+    }
+    let request = peer.call_tool(params);
+    let result = match call.deadline {
+        Some(at) => {
+            let left = Duration::from_millis(at.saturating_sub(now_ms()).max(1));
+            match tokio::time::timeout(left, request).await {
+                Ok(r) => r,
+                Err(_) => {
+                    out.send(Answer::Error(
+                        "TIMEOUT",
+                        format!("tool {tool} did not answer before the deadline"),
+                        None,
+                    ));
+                    return;
+                }
+            }
+        }
+        None => request.await,
+    };
+    match result {
+        Ok(result) => {
+            let result = serde_json::to_value(&result).unwrap_or(Value::Null);
+            if result["isError"] == json!(true) {
+                out.send(Answer::Error(
+                    "EXECUTION_ERROR",
+                    format!("tool {tool} reported an error"),
+                    Some(json!({ "content": result["content"] })),
+                ));
+                return;
+            }
+            let data = match result.get("structuredContent") {
+                Some(structured) if !structured.is_null() => structured.clone(),
+                _ => json!({ "content": result["content"] }),
+            };
+            out.send(Answer::Output(json!({
+                "data": data,
+                "meta": {
+                    "source": "mcp",
+                    "operationId": call.operation_id,
+                    "timestamp": now_ms(),
+                    "tool": tool,
+                    "content": result["content"],
+                }
+            })));
+        }
+        Err(e) => out.send(Answer::Error(
+            "EXECUTION_ERROR",
+            format!("tool {tool}: {e}"),
+            None,
+        )),
+    }
+}
