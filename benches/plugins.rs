@@ -10,7 +10,8 @@
 //! bash plugins/build-others.sh   # the JS, Python and C plugins
 //! cargo bench --bench plugins
 //! ```
-//! Environment: `BENCH_SECS` (per end-to-end run, default 3).
+//! Environment: `BENCH_SECS` (per end-to-end run, default 3) and
+//! `BENCH_ROUNDS` (end-to-end rounds, each running both routers, default 4).
 
 mod support;
 
@@ -61,8 +62,18 @@ async fn main() {
     println!("end to end, 2 echo providers, 64 calls in flight, {secs} s per run");
     let mut wasm_total = 0.0;
     let mut native_total = 0.0;
-    for round in 0..2 {
-        for router in ["least-in-flight", "native"] {
+    let rounds: u32 = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for round in 0..rounds {
+        // Alternate which router runs first, so warm-up and drift cancel out.
+        let order = if round % 2 == 0 {
+            ["least-in-flight", "native"]
+        } else {
+            ["native", "least-in-flight"]
+        };
+        for router in order {
             let mut config = Config::default();
             config.plugins.routing = router.to_owned();
             let (running, url, token, _dir) = support::echo_hub(config, 2).await;
