@@ -130,8 +130,11 @@ async fn an_mcp_server_over_stdio_is_imported_served_and_followed_across_restart
     assert!(hub.statuses("everything.echo").await.is_empty());
 
     hub.restart().await;
-    within(20, "the tools are served", || {
-        active(&hub, "everything.echo")
+    // The server adds a tool once a session is initialized and says so with
+    // tools/list_changed: the hub lists the tools again and serves the new one.
+    within(20, "the changed tool list is served", || async {
+        active(&hub, "everything.echo").await
+            && active(&hub, "everything.simulate-research-query").await
     })
     .await;
     calls_work(&hub).await;
@@ -148,7 +151,9 @@ async fn an_mcp_server_over_stdio_is_imported_served_and_followed_across_restart
     })
     .await;
     within(30, "the server is restarted and serves again", || async {
-        pidfile.exists() && active(&hub, "everything.echo").await
+        pidfile.exists()
+            && active(&hub, "everything.echo").await
+            && active(&hub, "everything.simulate-research-query").await
     })
     .await;
     let client = hub.client("after", &[]).await;

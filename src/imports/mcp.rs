@@ -209,33 +209,52 @@ async fn run_once(hub: &Hub, import: &Import) -> anyhow::Result<()> {
         )
         .await?;
         tracing::info!(import = %import.name, tools = operations.len(), "serving MCP tools");
-        tokio::select! {
-            _ = wait_closed(&peer) => {
-                serving.stop().await;
-                return Ok(());
+        // Serve until the session drops or the tool list really changes.
+        let changes = loop {
+            tokio::select! {
+                _ = wait_closed(&peer) => {
+                    serving.stop().await;
+                    return Ok(());
+                }
+                _ = changed.notified() => {}
             }
-            _ = changed.notified() => {
-                serving.stop().await;
-                let tools = peer.list_all_tools().await?;
-                let (changes, saved) = save(hub.store(), &import.name, &config, &tools).await?;
-                for id in &changes.removed {
-                    hub.dispatcher().catalog().remove_definition(id);
+            let listed = match peer.list_all_tools().await {
+                Ok(tools) => save(hub.store(), &import.name, &config, &tools).await,
+                Err(e) => Err(e.into()),
+            };
+            let (changes, saved) = match listed {
+                Ok(done) => done,
+                Err(e) => {
+                    serving.stop().await;
+                    return Err(e);
                 }
-                for id in changes.added.iter().chain(&changes.updated) {
-                    if let Some(def) = hub.store().get_operation(id).await? {
-                        hub.dispatcher().catalog().put_definition(def);
-                    }
-                }
-                tracing::info!(import = %import.name, added = changes.added.len(), updated = changes.updated.len(), removed = changes.removed.len(), "MCP tools changed");
-                config = saved;
-                operations = hub
-                    .store()
-                    .get_import(&import.name)
-                    .await?
-                    .map(|i| i.operations)
-                    .unwrap_or_default();
+            };
+            config = saved;
+            if !(changes.added.is_empty()
+                && changes.updated.is_empty()
+                && changes.removed.is_empty())
+            {
+                break changes;
+            }
+        };
+        // Calls in flight on the old set end with PROVIDER_GONE; the new set
+        // is registered at once.
+        serving.stop().await;
+        for id in &changes.removed {
+            hub.dispatcher().catalog().remove_definition(id);
+        }
+        for id in changes.added.iter().chain(&changes.updated) {
+            if let Some(def) = hub.store().get_operation(id).await? {
+                hub.dispatcher().catalog().put_definition(def);
             }
         }
+        tracing::info!(import = %import.name, added = changes.added.len(), updated = changes.updated.len(), removed = changes.removed.len(), "MCP tools changed");
+        operations = hub
+            .store()
+            .get_import(&import.name)
+            .await?
+            .map(|i| i.operations)
+            .unwrap_or_default();
     }
 }
 
