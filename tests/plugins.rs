@@ -320,16 +320,21 @@ async fn round_robin_cycles() {
         Value::Null,
     )
     .await;
+    assert_cycles_through_three(&three_workers_serve(&hub, 9).await, "round-robin");
+}
+
+/// Three spokes serving `work.job`, then `calls` calls: who served each.
+async fn three_workers_serve(hub: &TestHub, calls: usize) -> Vec<String> {
     let log = Arc::<Mutex<Vec<String>>>::default();
-    let _a = worker(&hub, "a", &[], log.clone(), 0).await;
-    let _b = worker(&hub, "b", &[], log.clone(), 0).await;
-    let _c = worker(&hub, "c", &[], log.clone(), 0).await;
+    let _a = worker(hub, "a", &[], log.clone(), 0).await;
+    let _b = worker(hub, "b", &[], log.clone(), 0).await;
+    let _c = worker(hub, "c", &[], log.clone(), 0).await;
     let client = hub.client("app", &[]).await;
     let mut served = Vec::new();
-    for _ in 0..9 {
+    for _ in 0..calls {
         served.push(call_with_meta(&client, &[]).await.unwrap());
     }
-    assert_cycles_through_three(&served, "round-robin");
+    served
 }
 
 /// Every window of three consecutive calls covers all three providers.
@@ -727,16 +732,7 @@ async fn skeletons_build_and_serve(lang: &str) {
         Value::Null,
     )
     .await;
-    let log = Arc::<Mutex<Vec<String>>>::default();
-    let _a = worker(&hub, "a", &[], log.clone(), 0).await;
-    let _b = worker(&hub, "b", &[], log.clone(), 0).await;
-    let _c = worker(&hub, "c", &[], log.clone(), 0).await;
-    let client = hub.client("app", &[]).await;
-    let mut served = Vec::new();
-    for _ in 0..6 {
-        served.push(call_with_meta(&client, &[]).await.unwrap());
-    }
-    assert_cycles_through_three(&served, lang);
+    assert_cycles_through_three(&three_workers_serve(&hub, 6).await, lang);
     let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
     let status = plugins_status(&hub, &token).await;
     let router = plugin(&status, "my-router");

@@ -143,25 +143,9 @@ impl Store {
                 let existing = existing.map(Definition::try_from).transpose()?;
                 match existing {
                     None => {
-                        sqlx::query(
-                            "INSERT INTO operations (id, namespace, name, type, input_schema, \
-                             output_schema, access_level, required_scopes, description, source, \
-                             created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
-                        )
-                        .bind(id)
-                        .bind(&new.namespace)
-                        .bind(&new.name)
-                        .bind(new.op_type.as_str())
-                        .bind(new.input_schema.as_ref().map(Json))
-                        .bind(new.output_schema.as_ref().map(Json))
-                        .bind(new.access_level.as_str())
-                        .bind(Json(&new.required_scopes))
-                        .bind(&new.description)
-                        .bind(new.source.as_str())
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
+                        super::operations::insert_definition!(id, new, at)
+                            .execute(&mut *tx)
+                            .await?;
                         changes.added.push(id.clone());
                     }
                     Some(old) if old.spec.source != kind.source() => {
@@ -239,15 +223,22 @@ impl Store {
     /// Deletes import `name`, its definitions and their registrations;
     /// returns the operation ids deleted.
     pub async fn remove_import(&self, name: &str) -> Result<Vec<String>> {
-        let Some(import) = self.get_import(name).await? else {
-            return Err(StoreError::NotFound {
-                kind: "import",
-                id: name.to_owned(),
-            });
-        };
-        on_pool!(self, |pool| {
+        let select = format!("SELECT {COLUMNS} FROM imports WHERE name = $1");
+        let removed = on_pool!(self, |pool| {
             let mut tx = pool.begin_with(self.begin_write()).await?;
-            for id in &import.operations {
+            // Read in the same transaction, so a concurrent re-import cannot
+            // add an operation that this removal then leaves behind.
+            let row: Option<ImportRow> = sqlx::query_as(&select)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound {
+                    kind: "import",
+                    id: name.to_owned(),
+                });
+            };
+            for id in &row.operations.0 {
                 sqlx::query("DELETE FROM operations WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)
@@ -257,8 +248,9 @@ impl Store {
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok::<Vec<String>, StoreError>(row.operations.0)
         })?;
-        Ok(import.operations)
+        Ok(removed)
     }
 }

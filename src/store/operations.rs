@@ -118,6 +118,30 @@ pub(super) const COLUMNS: &str =
     "id, namespace, name, type, input_schema, output_schema, access_level, \
                        required_scopes, description, source, created_at, updated_at";
 
+/// The insert of one definition with id `$id`, created and updated at
+/// `$at`, ready to execute on a pool or inside a transaction of either engine.
+macro_rules! insert_definition {
+    ($id:expr, $new:expr, $at:expr) => {
+        sqlx::query(
+            "INSERT INTO operations (id, namespace, name, type, input_schema, output_schema, \
+             access_level, required_scopes, description, source, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind($id)
+        .bind(&$new.namespace)
+        .bind(&$new.name)
+        .bind($new.op_type.as_str())
+        .bind($new.input_schema.as_ref().map(Json))
+        .bind($new.output_schema.as_ref().map(Json))
+        .bind($new.access_level.as_str())
+        .bind(Json(&$new.required_scopes))
+        .bind(&$new.description)
+        .bind($new.source.as_str())
+        .bind($at)
+    };
+}
+pub(super) use insert_definition;
+
 /// Names the first contract field in which `declared` differs from `stored`.
 /// The contract is what callers and validation rely on: type, schemas,
 /// access level and scopes. Description and source are not part of it.
@@ -201,25 +225,10 @@ impl Store {
     pub async fn insert_operation(&self, new: &NewDefinition) -> Result<Definition> {
         let at = now();
         let id = new.id();
-        on_pool!(self, |pool| sqlx::query(
-            "INSERT INTO operations (id, namespace, name, type, input_schema, output_schema, \
-             access_level, required_scopes, description, source, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
-        )
-        .bind(&id)
-        .bind(&new.namespace)
-        .bind(&new.name)
-        .bind(new.op_type.as_str())
-        .bind(new.input_schema.as_ref().map(Json))
-        .bind(new.output_schema.as_ref().map(Json))
-        .bind(new.access_level.as_str())
-        .bind(Json(&new.required_scopes))
-        .bind(&new.description)
-        .bind(new.source.as_str())
-        .bind(at)
-        .execute(pool)
-        .await
-        .map(|d| d.rows_affected()))?;
+        on_pool!(self, |pool| insert_definition!(&id, new, at)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(Definition {
             id,
             spec: new.clone(),
