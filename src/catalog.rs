@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use crate::connection::Connection;
 use crate::store::Definition;
 
@@ -57,6 +59,8 @@ pub struct Catalog {
     // A std lock: it is never held across an await, and only for a probe or
     // a swap of one `Arc`.
     entries: Arc<RwLock<HashMap<Arc<str>, Arc<Entry>>>>,
+    // Counts changes; watchers (the MCP server) wake on each one.
+    generation: Arc<watch::Sender<u64>>,
 }
 
 /// Compiles a JSON Schema, or says what is wrong with it.
@@ -68,6 +72,16 @@ impl Catalog {
     /// Looks up a definition by post-remap id.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
         self.entries.read().unwrap().get(id).cloned()
+    }
+
+    /// Wakes on every change to a definition or a provider set; read the
+    /// catalog again when it does.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn changed(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     /// Every entry, ordered by id.
@@ -110,6 +124,8 @@ impl Catalog {
                 sequence,
             }),
         );
+        drop(entries);
+        self.changed();
     }
 
     /// Adds an active provider to a definition already in the catalog.
@@ -132,6 +148,9 @@ impl Catalog {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        if affected.is_empty() {
+            return;
+        }
         for id in affected {
             let old = &entries[&id];
             let providers = old
@@ -146,11 +165,15 @@ impl Catalog {
             let entry = Arc::new(old.with_providers(providers));
             entries.insert(id, entry);
         }
+        drop(entries);
+        self.changed();
     }
 
     /// Removes a definition and its providers.
     pub fn remove_definition(&self, id: &str) {
-        self.entries.write().unwrap().remove(id);
+        if self.entries.write().unwrap().remove(id).is_some() {
+            self.changed();
+        }
     }
 
     fn update(&self, operation_id: &str, change: impl FnOnce(&mut Vec<Provider>)) -> bool {
@@ -162,6 +185,8 @@ impl Catalog {
         change(&mut providers);
         let entry = Arc::new(old.with_providers(providers));
         entries.insert(operation_id.into(), entry);
+        drop(entries);
+        self.changed();
         true
     }
 }

@@ -26,8 +26,33 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The namespace remap the hub applies to declared operations.
     pub remap: RemapConfig,
+    /// The hub's own MCP server at `/mcp`.
+    pub mcp: McpServerConfig,
     /// Where WebAssembly plugins are loaded from.
     pub plugins: PluginsConfig,
+}
+
+/// `[mcp]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Serve `/mcp`.
+    pub enabled: bool,
+    /// `Host` header values `/mcp` accepts (`host` or `host:port`); empty
+    /// accepts any. Every request needs a bearer token either way.
+    pub allowed_hosts: Vec<String>,
+    /// Milliseconds a `tools/call` may take before it answers `TIMEOUT`.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for McpServerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed_hosts: Vec::new(),
+            call_timeout_ms: 60_000,
+        }
+    }
 }
 
 /// `[server]`
@@ -332,6 +357,15 @@ max_open_calls_per_connection = 1024
 default_http_timeout_ms = 30000
 # Operations one hello or register may declare.
 max_operations_per_register = 1024
+
+[mcp]
+# Serve the hub's operations as MCP tools at /mcp (streamable HTTP, bearer token).
+enabled = true
+# Host header values /mcp accepts ("host" or "host:port"); empty accepts any.
+# Every request needs a bearer token either way.
+allowed_hosts = []
+# Milliseconds a tools/call may take before it answers TIMEOUT.
+call_timeout_ms = 60000
 
 [remap]
 # Namespaces whose operations belong to one spoke each: the spoke id is

@@ -100,6 +100,11 @@ pub fn verify(token: &Token, stored: &str) -> bool {
     computed.0.as_bytes().ct_eq(stored.as_bytes()).into()
 }
 
+/// SHA-256 of `bytes` in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

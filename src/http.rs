@@ -57,7 +57,8 @@ async fn healthz(State(hub): State<Hub>) -> (StatusCode, Json<serde_json::Value>
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
@@ -168,7 +169,7 @@ struct HttpCall {
 }
 
 /// Aborts the call when the HTTP request goes away before it ends.
-struct AbortOnDrop(Dispatcher, Option<u64>);
+pub(crate) struct AbortOnDrop(pub(crate) Dispatcher, pub(crate) Option<u64>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -26,6 +26,7 @@ pub mod crypto;
 pub mod dispatch;
 pub mod http;
 pub mod imports;
+pub mod mcp_server;
 pub mod names;
 pub mod peer;
 pub mod plugins;

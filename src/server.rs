@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::builtins::{self, HubBuiltins};
 use crate::catalog::Catalog;
@@ -190,6 +191,9 @@ pub struct RunningHub {
     pub addr: SocketAddr,
     hub: Hub,
     stop: watch::Sender<bool>,
+    // Ends the MCP server's sessions and streams, which would otherwise hold
+    // the HTTP server's graceful shutdown open.
+    stop_mcp: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -207,6 +211,7 @@ impl RunningHub {
         hub.shared.shutting_down.store(true, Ordering::Release);
         hub.dispatcher().drain();
         let _ = self.stop.send(true);
+        self.stop_mcp.cancel();
         let grace = Duration::from_millis(hub.config().server.shutdown_grace_ms);
         let started = Instant::now();
         while hub.dispatcher().open_calls() > 0 && started.elapsed() < grace {
@@ -301,7 +306,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
             ImportKind::Mcp => crate::imports::mcp::start(hub.clone(), import),
         }
     }
-    let app = crate::http::router(hub.clone());
+    let stop_mcp = CancellationToken::new();
+    let mut app = crate::http::router(hub.clone());
+    if hub.config().mcp.enabled {
+        app = app.merge(crate::mcp_server::router(hub.clone(), stop_mcp.clone()));
+    }
     let mut stopped_http = stopped;
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -316,6 +325,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         addr,
         hub,
         stop,
+        stop_mcp,
         task,
     })
 }

@@ -1,0 +1,554 @@
+//! The hub as an MCP server: `/mcp` (streamable HTTP, `rmcp`) lists every
+//! operation the caller may call as an MCP tool and runs `tools/call`
+//! through the normal call path (access, validation, routing plugin).
+//!
+//! Every request needs a bearer token; the caller's identity rides in the
+//! request's extensions to the handler. A client learns that its tools
+//! changed through `notifications/tools/list_changed`: on its session's
+//! standalone stream (protocol revisions up to 2025-11-25) or on a
+//! `subscriptions/listen` stream (2026-07-28). The mapping is in
+//! `docs/imports.md`.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Extensions,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, SubscriptionFilter, Tool, ToolAnnotations,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, Entry};
+use crate::connection::now_ms;
+use crate::crypto::Token;
+use crate::dispatch::{check_access, Access, CallError, CallEvent, CallRequest, Caller};
+use crate::http::{bearer, AbortOnDrop};
+use crate::protocol::{ErrorCode, Identity, OperationType};
+use crate::server::Hub;
+use crate::store::Source;
+
+/// The longest tool name MCP allows.
+const MAX_TOOL_NAME: usize = 128;
+
+/// How long a burst of catalog changes (a spoke registering fifty
+/// operations) may take to settle into one notification.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// The `/mcp` route. `stop` ends every MCP session when the hub shuts down.
+pub fn router(hub: Hub, stop: CancellationToken) -> Router {
+    let settings = &hub.config().mcp;
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(stop)
+        .with_max_request_body_bytes(hub.config().limits.max_frame_bytes);
+    config = if settings.allowed_hosts.is_empty() {
+        config.disable_allowed_hosts()
+    } else {
+        config.with_allowed_hosts(settings.allowed_hosts.clone())
+    };
+    let for_sessions = hub.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(Tools::new(for_sessions.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .layer(middleware::from_fn_with_state(hub, authenticate))
+}
+
+/// Lets through requests with a valid bearer token, their identity attached.
+async fn authenticate(State(hub): State<Hub>, mut request: Request, next: Next) -> Response {
+    if hub.is_shutting_down() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is shutting down");
+    }
+    let Some(token) = bearer(request.headers()) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "/mcp needs a bearer token (Authorization: Bearer TOKEN)",
+        );
+    };
+    let Some(principal) = hub.authenticate_cached(&Token::new(token)).await else {
+        return refuse(StatusCode::UNAUTHORIZED, "the bearer token is not valid");
+    };
+    request.extensions_mut().insert(Identity {
+        kind: principal.kind,
+        id: principal.id,
+        scopes: principal.scopes,
+    });
+    next.run(request).await
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let code = if status == StatusCode::UNAUTHORIZED {
+        ErrorCode::Unauthenticated
+    } else {
+        ErrorCode::UnknownError
+    };
+    (
+        status,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
+}
+
+/// One MCP session's handler (one request's, for sessionless clients).
+struct Tools {
+    hub: Hub,
+    // Dropped with the handler: the session's change follower stops.
+    alive: watch::Sender<()>,
+}
+
+impl Tools {
+    fn new(hub: Hub) -> Self {
+        Tools {
+            hub,
+            alive: watch::Sender::new(()),
+        }
+    }
+
+    fn catalog(&self) -> &Catalog {
+        self.hub.dispatcher().catalog()
+    }
+}
+
+/// The caller, as [`authenticate`] attached it to the HTTP request.
+fn identity(extensions: &Extensions) -> Result<Identity, McpError> {
+    extensions
+        .get::<Parts>()
+        .and_then(|parts| parts.extensions.get::<Identity>())
+        .cloned()
+        .ok_or_else(|| McpError::internal_error("the request carries no identity", None))
+}
+
+impl ServerHandler for Tools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("alkhub", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Each tool is an operation of the hub, served by whichever provider its routing \
+             policy picks. Tool names are operation ids.",
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let identity = identity(&cx.extensions)?;
+        let tools = callable(self.catalog(), &identity)
+            .iter()
+            .map(|e| tool(e))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let identity = identity(&cx.extensions)?;
+        let Some(entry) = find(self.catalog(), &request.name, &identity) else {
+            return Err(McpError::invalid_params(
+                format!("unknown tool {}", request.name),
+                None,
+            ));
+        };
+        let id = entry.definition.id.as_str();
+        if entry.definition.spec.op_type == OperationType::Subscription {
+            return Err(McpError::invalid_params(
+                format!(
+                    "{id} is a subscription, which an MCP tool cannot stream; \
+                     use POST /v1/operations/{id}/subscribe"
+                ),
+                None,
+            ));
+        }
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let input = match input_schema(entry.definition.spec.input_schema.as_ref()) {
+            (_, Shape::Arguments) => arguments,
+            (_, Shape::Wrapped) => arguments.get("input").cloned().unwrap_or(Value::Null),
+        };
+        let input = serde_json::value::to_raw_value(&input)
+            .map_err(|e| McpError::invalid_params(format!("unusable arguments: {e}"), None))?;
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let dispatcher = self.hub.dispatcher();
+        let started = dispatcher.start(
+            Caller::Channel(tx),
+            Some(&identity),
+            CallRequest {
+                operation_id: id,
+                input: Some(&input),
+                parent_request_id: None,
+                deadline_ms: Some(now_ms() + self.hub.config().mcp.call_timeout_ms),
+                idle_timeout_ms: None,
+                metadata: None,
+            },
+        );
+        let _abort_if_dropped = match started {
+            Ok(hub_id) => AbortOnDrop(dispatcher.clone(), hub_id),
+            Err(e) => return Ok(failure(&e).into()),
+        };
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = cx.ct.cancelled() => {
+                return Err(McpError::internal_error("the call was cancelled", None));
+            }
+        };
+        let result = match event {
+            Some(CallEvent::Responded(output)) => success(output.get()),
+            Some(CallEvent::Error(e)) => failure(&e),
+            Some(CallEvent::Completed) => failure(&CallError::new(
+                ErrorCode::ExecutionError,
+                format!("operation {id} completed without a result"),
+            )),
+            None => failure(&CallError::new(
+                ErrorCode::UnknownError,
+                "the call ended without an answer",
+            )),
+        };
+        Ok(result.into())
+    }
+
+    async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
+        let Ok(identity) = identity(&cx.extensions) else {
+            return;
+        };
+        let peer = cx.peer;
+        let mut alive = self.alive.subscribe();
+        let session_over = async move {
+            // Err once the handler, and with it the session, is gone.
+            let _ = alive.changed().await;
+        };
+        tokio::spawn(follow(
+            self.catalog().clone(),
+            identity,
+            session_over,
+            move || {
+                let peer = peer.clone();
+                async move { peer.notify_tool_list_changed().await.is_ok() }
+            },
+        ));
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), McpError> {
+        if subscription.accepted().tools_list_changed != Some(true) {
+            subscription.cancelled().await;
+            return Ok(());
+        }
+        let identity = identity(&subscription.request_context().extensions)?;
+        let sink = subscription.sink().clone();
+        follow(
+            self.catalog().clone(),
+            identity,
+            subscription.cancelled(),
+            move || {
+                let sink = sink.clone();
+                async move { sink.notify_tool_list_changed().await.is_ok() }
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [rmcp::model::ProtocolVersion]> {
+        Cow::Borrowed(rmcp::model::ProtocolVersion::KNOWN_VERSIONS)
+    }
+}
+
+/// Calls `notify` each time the tools `identity` may call change, until
+/// `until` resolves or `notify` reports the client gone.
+async fn follow<F, Fut>(
+    catalog: Catalog,
+    identity: Identity,
+    until: impl Future<Output = ()>,
+    mut notify: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut changes = catalog.changes();
+    let mut seen = callable(&catalog, &identity);
+    let watching = async move {
+        while changes.changed().await.is_ok() {
+            tokio::time::sleep(SETTLE).await;
+            changes.borrow_and_update();
+            let now = callable(&catalog, &identity);
+            if !same_tools(&now, &seen) {
+                seen = now;
+                if !notify().await {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = until => {}
+        _ = watching => {}
+    }
+}
+
+/// The operations `identity` may call right now, as tools, ordered by id:
+/// visible to it, not subscriptions, and served (a built-in, or an active
+/// registration).
+fn callable(catalog: &Catalog, identity: &Identity) -> Vec<Arc<Entry>> {
+    catalog
+        .list()
+        .into_iter()
+        .filter(|e| {
+            let spec = &e.definition.spec;
+            spec.op_type != OperationType::Subscription
+                && (spec.source == Source::Builtin || !e.providers.is_empty())
+                && matches!(check_access(e, Some(identity)), Access::Allowed)
+        })
+        .collect()
+}
+
+/// The same definitions, in the same versions.
+fn same_tools(a: &[Arc<Entry>], b: &[Arc<Entry>]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| Arc::ptr_eq(&x.definition, &y.definition))
+}
+
+/// The tool name of an operation: its id, which MCP's characters allow
+/// (`A-Z a-z 0-9 _ - .`), shortened to 128 characters with a hash suffix.
+pub fn tool_name(operation_id: &str) -> Cow<'_, str> {
+    if operation_id.len() <= MAX_TOOL_NAME {
+        return Cow::Borrowed(operation_id);
+    }
+    let hash = crate::crypto::sha256_hex(operation_id.as_bytes());
+    Cow::Owned(format!(
+        "{}-{}",
+        &operation_id[..MAX_TOOL_NAME - 9],
+        &hash[..8]
+    ))
+}
+
+/// The operation behind a tool name, when `identity` may see it.
+fn find(catalog: &Catalog, name: &str, identity: &Identity) -> Option<Arc<Entry>> {
+    let visible = |e: &Arc<Entry>| matches!(check_access(e, Some(identity)), Access::Allowed);
+    if let Some(entry) = catalog.get(name) {
+        return visible(&entry).then_some(entry);
+    }
+    if name.len() != MAX_TOOL_NAME {
+        return None;
+    }
+    catalog
+        .list()
+        .into_iter()
+        .find(|e| tool_name(&e.definition.id) == name && visible(e))
+}
+
+/// How a tool's arguments become the operation's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The arguments object is the input.
+    Arguments,
+    /// The input is the `input` argument (its schema is not an object's).
+    Wrapped,
+}
+
+/// The tool's input schema (MCP wants an object's) and how to read it.
+fn input_schema(schema: Option<&Value>) -> (JsonObject, Shape) {
+    match schema {
+        None => (object(json!({"type": "object"})), Shape::Arguments),
+        Some(Value::Object(s)) if s.get("type").is_none_or(|t| t == "object") => {
+            let mut s = s.clone();
+            s.entry("type").or_insert_with(|| json!("object"));
+            (s, Shape::Arguments)
+        }
+        Some(other) => (
+            object(json!({
+                "type": "object",
+                "properties": {"input": other},
+                "required": ["input"],
+                "additionalProperties": false,
+            })),
+            Shape::Wrapped,
+        ),
+    }
+}
+
+fn object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(map) => map,
+        _ => JsonObject::new(),
+    }
+}
+
+/// An operation as an MCP tool.
+fn tool(entry: &Entry) -> Tool {
+    let definition = &entry.definition;
+    let spec = &definition.spec;
+    let description = spec
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("Operation {} ({}).", definition.id, spec.op_type.as_str()));
+    let (schema, _) = input_schema(spec.input_schema.as_ref());
+    let mut tool = Tool::new(
+        tool_name(&definition.id).into_owned(),
+        description,
+        Arc::new(schema),
+    )
+    .with_annotations(ToolAnnotations::new().read_only(spec.op_type == OperationType::Query));
+    // Structured results are objects; other output schemas stay unsaid.
+    if let Some(Value::Object(out)) = &spec.output_schema {
+        if out.get("type").is_some_and(|t| t == "object") {
+            tool = tool.with_raw_output_schema(Arc::new(out.clone()));
+        }
+    }
+    tool
+}
+
+/// A result envelope as a tool result. The envelope of an MCP import keeps
+/// the tool's own content, which goes back as it came.
+fn success(output: &str) -> CallToolResult {
+    let output: Value = serde_json::from_str(output).unwrap_or(Value::Null);
+    let data = output.get("data").cloned().unwrap_or(Value::Null);
+    if output["meta"]["source"] == "mcp" {
+        if let Some(content) = blocks(&output["meta"]["content"]) {
+            let mut result = CallToolResult::success(content);
+            let only_content = data.as_object().is_some_and(|d| {
+                d.len() == 1 && d.get("content") == Some(&output["meta"]["content"])
+            });
+            if !only_content {
+                result.structured_content = Some(data);
+            }
+            return result;
+        }
+    }
+    let text = match &data {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    if data.is_object() {
+        result.structured_content = Some(data);
+    }
+    result
+}
+
+/// A call error as a tool result with `isError`, so the model reads it.
+fn failure(error: &CallError) -> CallToolResult {
+    let mut content = vec![ContentBlock::text(format!(
+        "{}: {}",
+        error.code, error.message
+    ))];
+    if let Some(details) = &error.details {
+        let details: Value = serde_json::from_str(details.get()).unwrap_or(Value::Null);
+        match blocks(&details["content"]) {
+            Some(tool_content) => content.extend(tool_content),
+            None => content.push(ContentBlock::text(details.to_string())),
+        }
+    }
+    CallToolResult::error(content)
+}
+
+/// MCP content blocks, when `value` is a list of them.
+fn blocks(value: &Value) -> Option<Vec<ContentBlock>> {
+    value
+        .is_array()
+        .then(|| serde_json::from_value(value.clone()).ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_are_operation_ids_up_to_128_characters() {
+        assert_eq!(tool_name("files.read"), "files.read");
+        let long = format!("ns.{}", "a".repeat(200));
+        let name = tool_name(&long);
+        assert_eq!(name.len(), MAX_TOOL_NAME);
+        assert!(name.starts_with("ns.aaa"));
+        let other = format!("ns.{}b", "a".repeat(199));
+        assert_ne!(tool_name(&other), name, "a hash tells long ids apart");
+        assert!(name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)));
+    }
+
+    #[test]
+    fn non_object_inputs_become_the_input_argument() {
+        let (schema, shape) = input_schema(Some(&json!({"type": "string"})));
+        assert_eq!(shape, Shape::Wrapped);
+        assert_eq!(schema["properties"]["input"], json!({"type": "string"}));
+        assert_eq!(schema["required"], json!(["input"]));
+
+        let (schema, shape) = input_schema(Some(&json!({"properties": {"a": {}}})));
+        assert_eq!(shape, Shape::Arguments);
+        assert_eq!(schema["type"], "object");
+
+        let (schema, shape) = input_schema(None);
+        assert_eq!(
+            (schema["type"].clone(), shape),
+            (json!("object"), Shape::Arguments)
+        );
+    }
+
+    #[test]
+    fn results_keep_structure_and_an_mcp_tool_keeps_its_content() {
+        let plain = success(r#"{"data":{"sum":3},"meta":{"source":"local"}}"#);
+        assert_eq!(plain.structured_content, Some(json!({"sum": 3})));
+        assert_eq!(plain.is_error, Some(false));
+
+        let text = success(r#"{"data":"hello","meta":{}}"#);
+        assert_eq!(text.structured_content, None);
+        assert_eq!(
+            serde_json::to_value(&text.content).unwrap()[0]["text"],
+            "hello"
+        );
+
+        let content = json!([{"type": "text", "text": "from the tool"}]);
+        let mcp = success(
+            &json!({"data": {"content": content}, "meta": {"source": "mcp", "content": content}})
+                .to_string(),
+        );
+        assert_eq!(serde_json::to_value(&mcp.content).unwrap(), content);
+        assert_eq!(mcp.structured_content, None);
+    }
+
+    #[test]
+    fn errors_name_their_code_and_carry_details() {
+        let mut error = CallError::new(ErrorCode::ValidationError, "input is invalid");
+        error.details = serde_json::value::to_raw_value(&json!([{"path": "/a"}])).ok();
+        let result = failure(&error);
+        assert_eq!(result.is_error, Some(true));
+        let content = serde_json::to_value(&result.content).unwrap();
+        assert_eq!(content[0]["text"], "VALIDATION_ERROR: input is invalid");
+        assert!(content[1]["text"].as_str().unwrap().contains("/a"));
+    }
+}

@@ -1,0 +1,281 @@
+//! The hub as an MCP server at `/mcp`, driven by the official Python MCP
+//! client (`tests/fixtures/mcp_client.py`, the `mcp` package that
+//! scripts/test installs into tests/fixtures/.venv): it lists a spoke's
+//! operations as tools, calls them, sees only what its token may call, and
+//! hears `tools/list_changed` when spokes come and go.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use alkhub::peer::{handler_error, spec, Peer};
+use alkhub::protocol::{AccessLevel, OperationSpec, OperationType, PrincipalKind};
+use common::{hub, TestHub};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// The Python client, spoken to over its stdin and stdout.
+struct McpClient {
+    /// The protocol revision the client and the hub agreed on.
+    version: String,
+    _child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl McpClient {
+    async fn start(hub: &TestHub, token: &str, mode: &str) -> McpClient {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let python = root.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test creates it from tests/fixtures/requirements.txt",
+            python.display()
+        );
+        let mut child = tokio::process::Command::new(python)
+            .arg(root.join("mcp_client.py"))
+            .arg(format!("http://{}/mcp", hub.addr))
+            .arg(token)
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        McpClient {
+            version: String::new(),
+            stdin: child.stdin.take().unwrap(),
+            lines: BufReader::new(child.stdout.take().unwrap()).lines(),
+            _child: child,
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("the MCP client said nothing for 30 s")
+            .unwrap()
+            .expect("the MCP client exited (its stderr is above)");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// The next tool listing, as a map from name to tool.
+    async fn tools(&mut self) -> serde_json::Map<String, Value> {
+        let event = self.next().await;
+        assert_eq!(event["event"], "tools", "{event}");
+        self.version = event["version"].as_str().unwrap_or_default().to_owned();
+        event["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap().to_owned(), t.clone()))
+            .collect()
+    }
+
+    async fn call(&mut self, name: &str, arguments: Value) -> Value {
+        let command = json!({"call": name, "arguments": arguments}).to_string() + "\n";
+        self.stdin.write_all(command.as_bytes()).await.unwrap();
+        let event = self.next().await;
+        assert_ne!(event["event"], "tools", "{event}");
+        event
+    }
+}
+
+fn with_access(mut s: OperationSpec, level: AccessLevel, scopes: &[&str]) -> OperationSpec {
+    s.access_level = level;
+    s.required_scopes = scopes.iter().map(|s| s.to_string()).collect();
+    s
+}
+
+/// A spoke with an echo query, a string-input mutation, a failing query, a
+/// scoped and an internal operation.
+async fn alpha(hub: &TestHub) -> Peer {
+    let mut echo = spec("alpha", "echo", OperationType::Query);
+    echo.description = Some("Echoes its text.".into());
+    echo.input_schema = Some(json!({
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    }));
+    echo.output_schema = Some(json!({
+        "type": "object",
+        "properties": {"echo": {"type": "string"}},
+    }));
+    let mut shout = spec("alpha", "shout", OperationType::Mutation);
+    shout.input_schema = Some(json!({"type": "string"}));
+    hub.spoke("alpha")
+        .await
+        .operation(
+            echo,
+            |req| async move { Ok(json!({"echo": req.input["text"]})) },
+        )
+        .operation(shout, |req| async move {
+            Ok(json!(req.input.as_str().unwrap_or_default().to_uppercase()))
+        })
+        .operation(spec("alpha", "fail", OperationType::Query), |_| async {
+            Err(handler_error("TEAPOT", "I am a teapot"))
+        })
+        .operation(
+            with_access(
+                spec("alpha", "secret", OperationType::Query),
+                AccessLevel::Scoped,
+                &["admin"],
+            ),
+            |_| async { Ok(json!("the secret")) },
+        )
+        .operation(
+            with_access(
+                spec("alpha", "internal", OperationType::Query),
+                AccessLevel::Internal,
+                &[],
+            ),
+            |_| async { Ok(json!("spokes only")) },
+        )
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn beta(hub: &TestHub) -> Peer {
+    hub.spoke("beta")
+        .await
+        .operation(spec("beta", "ping", OperationType::Query), |_| async {
+            Ok(json!("pong"))
+        })
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn names(tools: &serde_json::Map<String, Value>) -> Vec<&str> {
+    tools.keys().map(String::as_str).collect()
+}
+
+fn text(result: &Value, block: usize) -> &str {
+    result["content"][block]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Lists, calls, access and list changes, for one connection mode of the
+/// Python client.
+async fn serves_tools_and_follows_spokes(mode: &str, version: &str) {
+    let mut hub = hub().await;
+    let _alpha = alpha(&hub).await;
+    let token = hub.token(PrincipalKind::Client, "agent", &[]).await;
+    let mut client = McpClient::start(&hub, &token, mode).await;
+
+    let tools = client.tools().await;
+    assert_eq!(client.version, version);
+    assert_eq!(
+        names(&tools),
+        [
+            "alpha.echo",
+            "alpha.fail",
+            "alpha.shout",
+            "hub.operations.get",
+            "hub.operations.list"
+        ],
+        "the scoped and the internal operation stay hidden"
+    );
+    let echo = &tools["alpha.echo"];
+    assert_eq!(echo["description"], "Echoes its text.");
+    assert_eq!(echo["inputSchema"]["properties"]["text"]["type"], "string");
+    assert_eq!(echo["outputSchema"]["properties"]["echo"]["type"], "string");
+    assert_eq!(echo["annotations"]["readOnlyHint"], true);
+    assert_eq!(tools["alpha.shout"]["annotations"]["readOnlyHint"], false);
+    assert_eq!(
+        tools["alpha.shout"]["inputSchema"]["properties"]["input"],
+        json!({"type": "string"})
+    );
+
+    let result = client.call("alpha.echo", json!({"text": "hi"})).await;
+    assert_eq!(result["isError"], false, "{result}");
+    assert_eq!(result["structured"], json!({"echo": "hi"}));
+
+    let result = client.call("alpha.shout", json!({"input": "hey"})).await;
+    assert_eq!(
+        (result["isError"].clone(), text(&result, 0)),
+        (json!(false), "HEY")
+    );
+
+    let result = client.call("alpha.echo", json!({})).await;
+    assert_eq!(result["isError"], true, "{result}");
+    assert!(text(&result, 0).starts_with("VALIDATION_ERROR"), "{result}");
+
+    let result = client.call("alpha.fail", json!({})).await;
+    assert_eq!(result["isError"], true, "{result}");
+    assert_eq!(text(&result, 0), "TEAPOT: I am a teapot");
+
+    for hidden in ["alpha.secret", "alpha.internal", "nothing.here"] {
+        let result = client.call(hidden, json!({})).await;
+        assert_eq!(result["event"], "error", "{result}");
+        assert_eq!(result["code"], -32602, "{result}");
+        assert!(
+            result["message"].as_str().unwrap().contains(hidden),
+            "{result}"
+        );
+    }
+
+    // A spoke connecting adds its tools; leaving removes them.
+    let beta = beta(&hub).await;
+    let tools = client.tools().await;
+    assert!(tools.contains_key("beta.ping"), "{:?}", names(&tools));
+    let result = client.call("beta.ping", json!({})).await;
+    assert_eq!(text(&result, 0), "pong", "{result}");
+    beta.close();
+    let tools = client.tools().await;
+    assert!(!tools.contains_key("beta.ping"), "{:?}", names(&tools));
+    assert!(tools.contains_key("alpha.echo"));
+
+    // An open MCP stream does not hold the hub's shutdown up.
+    tokio::time::timeout(Duration::from_secs(15), hub.shutdown())
+        .await
+        .expect("the hub shuts down with an MCP client connected");
+}
+
+#[tokio::test]
+async fn a_session_client_lists_calls_and_hears_list_changes() {
+    serves_tools_and_follows_spokes("legacy", "2025-11-25").await;
+}
+
+#[tokio::test]
+async fn a_sessionless_client_lists_calls_and_hears_list_changes_on_listen() {
+    serves_tools_and_follows_spokes("auto", "2026-07-28").await;
+}
+
+#[tokio::test]
+async fn scopes_show_more_and_a_token_is_required() {
+    let hub = hub().await;
+    let _alpha = alpha(&hub).await;
+    let token = hub.token(PrincipalKind::Client, "admin", &["admin"]).await;
+    let mut client = McpClient::start(&hub, &token, "auto").await;
+    let tools = client.tools().await;
+    assert!(tools.contains_key("alpha.secret"), "{:?}", names(&tools));
+    assert!(!tools.contains_key("alpha.internal"));
+    let result = client.call("alpha.secret", json!({})).await;
+    assert_eq!(text(&result, 0), "the secret", "{result}");
+
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "0"}}
+    })
+    .to_string();
+    for bad in [None, Some("not-a-token")] {
+        let r = hub.http("POST", "/mcp", bad, Some(&initialize)).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.json()["code"], "UNAUTHENTICATED", "{}", r.body);
+        assert!(
+            r.headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{}",
+            r.headers
+        );
+    }
+}
