@@ -108,32 +108,34 @@ stale() {
         -o -type f -newer "$target" -print -quit)" ]
 }
 
-# check FILE: the component exports alkdev:hub/routing and imports only
-# alkdev:hub/host and alkdev:hub/types.
+# check FILE VERSION: the component exports alkdev:hub/routing@VERSION and
+# imports nothing but the hub's own interfaces of that version.
 check() {
-    local file="$1" wit_text bad
+    local file="$1" version="$2" wit_text bad
     wit_text="$(wasm-tools component wit "$file")"
-    if ! grep -qx '  export alkdev:hub/routing@0.1.0;' <<<"$wit_text"; then
-        note "$name.wasm does not export alkdev:hub/routing@0.1.0"
+    if ! grep -qx "  export alkdev:hub/routing@$version;" <<<"$wit_text"; then
+        note "$name.wasm does not export alkdev:hub/routing@$version"
         return 1
     fi
-    bad="$(grep -E '^  import ' <<<"$wit_text" | grep -vxE '  import alkdev:hub/(host|types)@0\.1\.0;' || true)"
+    bad="$(grep -E '^  import ' <<<"$wit_text" \
+        | grep -vxE "  import alkdev:hub/(host|types|call-details)@${version//./\\.};" || true)"
     if [ -n "$bad" ]; then
-        note "$name.wasm imports more than alkdev:hub/host: $bad"
+        note "$name.wasm imports more than the hub's interfaces: $bad"
         return 1
     fi
 }
 
+# build NAME VERSION COMMAND...: builds dist/NAME.wasm against alkdev:hub@VERSION.
 build() {
-    local name="$1" t
-    shift
+    local name="$1" version="$2" t
+    shift 2
     if ! stale "$name"; then
         note "$name.wasm is up to date"
         return
     fi
     t=$(now)
     (cd "$here/$name" && "$@")
-    check "$tmp/$name.wasm"
+    check "$tmp/$name.wasm" "$version"
     mv "$tmp/$name.wasm" "$out/$name.wasm"
     note "$name.wasm built in $(since "$t") ($(stat -c %s "$out/$name.wasm") bytes)"
 }
@@ -158,7 +160,7 @@ build_round_robin() {
     wasm-tools component new gen/round-robin.core.wasm -o "$tmp/round-robin.wasm"
 }
 
-build label-affinity build_label_affinity
-build sticky build_sticky
-build round-robin build_round_robin
+build label-affinity 0.2.0 build_label_affinity
+build sticky 0.2.0 build_sticky
+build round-robin 0.2.0 build_round_robin
 ls -l "$out"/label-affinity.wasm "$out"/sticky.wasm "$out"/round-robin.wasm

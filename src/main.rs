@@ -314,6 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .as_str()
                     .unwrap_or_default()
             );
+            println!("wit: alkdev:hub@{}", report.wit_version);
             println!("size: {} bytes", report.size);
             println!("imports:");
             for i in &report.imports {

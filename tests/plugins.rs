@@ -346,10 +346,12 @@ fn assert_cycles_through_three(served: &[String], router: &str) {
 }
 
 // ---------------------------------------------------------------------------
-// Misbehaving components, built from WAT against the real WIT package.
+// Misbehaving components, built from WAT against the real WIT package. They
+// target alkdev:hub@0.1.0 (wit/0.1.0), so they also show that the hub keeps
+// running components built against an older version.
 
-/// A routing component whose `choose` runs `body` (which must leave an i32
-/// pointer to the result on the stack, or never return).
+/// A routing component (0.1.0) whose `choose` runs `body` (which must leave
+/// an i32 pointer to the result on the stack, or never return).
 fn wat_router(body: &str) -> Vec<u8> {
     let wat = format!(
         r#"(module
@@ -371,8 +373,8 @@ fn wat_router(body: &str) -> Vec<u8> {
     componentize(&wat, "routing-plugin", None)
 }
 
-/// Encodes a WAT core module as a component of `world` (from `wit/`, or
-/// from `extra_wit` when given).
+/// Encodes a WAT core module as a component of `world` (from `wit/0.1.0`,
+/// or from `extra_wit` when given).
 fn componentize(wat: &str, world: &str, extra_wit: Option<&str>) -> Vec<u8> {
     let mut module = wat::parse_str(wat).unwrap();
     let mut resolve = wit_parser::Resolve::default();
@@ -380,7 +382,7 @@ fn componentize(wat: &str, world: &str, extra_wit: Option<&str>) -> Vec<u8> {
         Some(text) => resolve.push_str("extra.wit", text).unwrap(),
         None => {
             resolve
-                .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit"))
+                .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit/0.1.0"))
                 .unwrap()
                 .0
         }
@@ -513,7 +515,7 @@ async fn a_component_of_the_wrong_world_is_refused_naming_the_missing_export() {
     let wrong = plugin(&status, "wrong");
     assert_eq!(wrong["status"], "failed");
     let error = wrong["error"].as_str().unwrap();
-    assert!(error.contains("alkdev:hub/routing@0.1.0"), "{error}");
+    assert!(error.contains("alkdev:hub/routing@0.2.0"), "{error}");
     assert!(error.contains("hello"), "{error}");
 
     let file = hub.files.path().join("plugins/wrong.wasm");
@@ -524,7 +526,7 @@ async fn a_component_of_the_wrong_world_is_refused_naming_the_missing_export() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("alkdev:hub/routing@0.1.0"), "{stderr}");
+    assert!(stderr.contains("alkdev:hub/routing@0.2.0"), "{stderr}");
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
         .args(["plugin", "check"])
         .arg(shipped("least-in-flight"))
@@ -534,7 +536,8 @@ async fn a_component_of_the_wrong_world_is_refused_naming_the_missing_export() {
     assert!(
         ok.status.success()
             && stdout.contains("world: routing")
-            && stdout.contains("  alkdev:hub/routing@0.1.0"),
+            && stdout.contains("wit: alkdev:hub@0.2.0")
+            && stdout.contains("  alkdev:hub/routing@0.2.0"),
         "{stdout}"
     );
     let remap = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
@@ -544,7 +547,7 @@ async fn a_component_of_the_wrong_world_is_refused_naming_the_missing_export() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&remap.stdout);
     assert!(
-        stdout.contains("world: remap") && stdout.contains("  alkdev:hub/host@0.1.0"),
+        stdout.contains("world: remap") && stdout.contains("  alkdev:hub/host@0.2.0"),
         "{stdout}"
     );
 }

@@ -1,6 +1,7 @@
 // alkhub routing plugin "label-affinity": prefers candidates whose labels
 // match the call's metadata. See README.md; the policy is in policy.js.
-import { log, config } from 'alkdev:hub/host@0.1.0';
+import { log, config } from 'alkdev:hub/host@0.2.0';
+import { allMetadata, providerLabels } from 'alkdev:hub/call-details@0.2.0';
 import { parseSettings, decide } from './policy.js';
 
 // The settings are parsed once per distinct configuration string (the hub
@@ -31,7 +32,10 @@ function leastInFlight(candidates) {
 export const routing = {
   choose(call, candidates) {
     try {
-      return decide(call, candidates, settings());
+      // The policy reads the call's metadata and each candidate's labels,
+      // which the hub hands over on request (alkdev:hub/call-details).
+      const withLabels = candidates.map((c, i) => ({ inFlight: c.inFlight, labels: providerLabels(i) }));
+      return decide({ metadata: allMetadata() }, withLabels, settings());
     } catch (e) {
       // The component is built without stdio, so an uncaught exception
       // would trap with no message: log it and still route the call.

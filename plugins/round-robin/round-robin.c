@@ -2,7 +2,8 @@
 // to candidate n % len(candidates). The hub counts the calls of each
 // operation (`call.sequence`), so the plugin keeps no state. See README.md.
 //
-// Bindings: `wit-bindgen c ../../wit --world routing-plugin --out-dir gen`.
+// Bindings: `wit-bindgen c ../../wit --world routing-plugin --out-dir gen`
+// (alkdev:hub@0.2.0: the call and the candidates carry numbers only).
 
 #include <stdlib.h>
 #include <string.h>

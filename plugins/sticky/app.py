@@ -3,7 +3,7 @@ is in policy.py; see README.md."""
 
 import wit_world
 from wit_world.exports import routing
-from wit_world.imports import host
+from wit_world.imports import call_details, host
 
 import policy
 
@@ -24,10 +24,21 @@ def _key() -> str:
     return _cached_key
 
 
+class _Candidate:
+    """A candidate with its provider id, which the hub hands over on request
+    (alkdev:hub/call-details)."""
+
+    def __init__(self, index: int, candidate):
+        self.provider_id = call_details.provider_id(index)
+        self.in_flight = candidate.in_flight
+
+
 class Routing(wit_world.exports.Routing):
     def choose(self, call: routing.Call, candidates) -> routing.Decision:
         try:
-            return routing.Decision_Choose(policy.choose(call.metadata, candidates, _key()))
+            metadata = call_details.all_metadata()
+            with_ids = [_Candidate(i, c) for i, c in enumerate(candidates)]
+            return routing.Decision_Choose(policy.choose(metadata, with_ids, _key()))
         except Exception as e:  # never let a bug trap the hub's call
             host.log(host.Level.ERROR, f"sticky failed ({e!r}); choosing the least busy candidate")
             return routing.Decision_Choose(policy.least_in_flight(candidates))

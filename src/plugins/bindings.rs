@@ -1,31 +1,55 @@
 //! Host bindings generated from `wit/` for the two plugin worlds, and the
-//! `host` interface every plugin may import.
+//! imports the hub offers plugins.
 //!
-//! Each world gets its own module: the shared interfaces are generated twice,
-//! which costs a few lines of conversion and keeps each world's types whole.
+//! Each world of each published version gets its own module: the shared
+//! interfaces are generated once per module, which costs a few lines of
+//! conversion and keeps each world's types whole. `wit/hub.wit` is the
+//! newest version; `wit/<version>/` keeps the older ones, whose components
+//! the hub still runs.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// The routing world.
+use crate::policy::{Candidate, RouteCall};
+
+/// The routing world, 0.2.0.
 pub mod routing {
     wasmtime::component::bindgen!({
         world: "routing-plugin",
         path: "wit",
-        // Arguments borrow the hub's strings instead of copying them for
+        // Arguments borrow the hub's values instead of copying them for
         // every decision.
         ownership: Borrowing { duplicate_if_necessary: false },
     });
 }
 
-/// The remap world.
+/// The remap world, 0.2.0.
 pub mod remap {
     wasmtime::component::bindgen!({
         world: "remap-plugin",
         path: "wit",
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
+}
+
+/// The routing world, 0.1.0: every string of the call in the arguments.
+pub mod routing_v1 {
+    wasmtime::component::bindgen!({
+        world: "routing-plugin",
+        path: "wit/0.1.0",
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
+}
+
+/// The remap world, 0.1.0.
+pub mod remap_v1 {
+    wasmtime::component::bindgen!({
+        world: "remap-plugin",
+        path: "wit/0.1.0",
         ownership: Borrowing { duplicate_if_necessary: false },
     });
 }
@@ -38,6 +62,8 @@ pub struct PluginState {
     pub settings: Arc<str>,
     /// Its memory limit.
     pub limits: StoreLimits,
+    /// The call being routed, for the `call-details` import.
+    pub details: Details,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -51,6 +77,7 @@ impl PluginState {
             name,
             settings,
             limits,
+            details: Details::default(),
             wasi: WasiCtx::builder()
                 .allow_tcp(false)
                 .allow_udp(false)
@@ -110,3 +137,240 @@ macro_rules! impl_host {
 
 impl_host!(routing);
 impl_host!(remap);
+impl_host!(routing_v1);
+impl_host!(remap_v1);
+
+/// The strings of the call being routed, copied for the `call-details`
+/// import (routing 0.2.0). The buffers keep their capacity from one decision
+/// to the next, so a warm instance copies without allocating; plugins that
+/// do not import `call-details` skip the copy.
+#[derive(Debug, Default)]
+pub struct Details {
+    text: String,
+    operation_id: Range<usize>,
+    caller_id: Option<Range<usize>>,
+    scopes: Vec<Range<usize>>,
+    metadata: Vec<(Range<usize>, Range<usize>)>,
+    candidates: Vec<CandidateDetails>,
+    labels: Vec<(Range<usize>, Range<usize>)>,
+}
+
+#[derive(Debug)]
+struct CandidateDetails {
+    registration_id: Range<usize>,
+    provider_id: Range<usize>,
+    labels: Range<usize>,
+}
+
+impl Details {
+    fn push(&mut self, s: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(s);
+        start..self.text.len()
+    }
+
+    /// Holds the strings of `call` and `candidates` until the next
+    /// [`Details::clear`].
+    pub fn fill(&mut self, call: &RouteCall<'_>, candidates: &[Candidate<'_>]) {
+        self.clear();
+        self.operation_id = self.push(call.operation_id);
+        if let Some(caller) = call.caller {
+            self.caller_id = Some(self.push(&caller.id));
+            for scope in &caller.scopes {
+                let scope = self.push(scope);
+                self.scopes.push(scope);
+            }
+        }
+        for (k, v) in call.metadata.into_iter().flatten() {
+            let pair = (self.push(k), self.push(v));
+            self.metadata.push(pair);
+        }
+        for c in candidates {
+            let registration_id = self.push(c.registration_id);
+            let provider_id = self.push(c.provider_id);
+            let first = self.labels.len();
+            for (k, v) in c.labels {
+                let pair = (self.push(k), self.push(v));
+                self.labels.push(pair);
+            }
+            self.candidates.push(CandidateDetails {
+                registration_id,
+                provider_id,
+                labels: first..self.labels.len(),
+            });
+        }
+    }
+
+    /// Forgets the call.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.operation_id = 0..0;
+        self.caller_id = None;
+        self.scopes.clear();
+        self.metadata.clear();
+        self.candidates.clear();
+        self.labels.clear();
+    }
+
+    fn text(&self, range: &Range<usize>) -> String {
+        self.text[range.clone()].to_owned()
+    }
+
+    fn find(&self, pairs: &[(Range<usize>, Range<usize>)], key: &str) -> Option<String> {
+        pairs
+            .iter()
+            .find(|(k, _)| self.text[k.clone()] == *key)
+            .map(|(_, v)| self.text(v))
+    }
+
+    fn labels_of(
+        &self,
+        pairs: &[(Range<usize>, Range<usize>)],
+    ) -> Vec<routing::alkdev::hub::types::Label> {
+        pairs
+            .iter()
+            .map(|(k, v)| routing::alkdev::hub::types::Label {
+                key: self.text(k),
+                value: self.text(v),
+            })
+            .collect()
+    }
+
+    fn candidate(&self, index: u32) -> Option<&CandidateDetails> {
+        self.candidates.get(index as usize)
+    }
+}
+
+impl routing::alkdev::hub::call_details::Host for PluginState {
+    fn operation_id(&mut self) -> String {
+        self.details.text(&self.details.operation_id)
+    }
+
+    fn caller_id(&mut self) -> Option<String> {
+        self.details
+            .caller_id
+            .as_ref()
+            .map(|r| self.details.text(r))
+    }
+
+    fn caller_scopes(&mut self) -> Vec<String> {
+        self.details
+            .scopes
+            .iter()
+            .map(|r| self.details.text(r))
+            .collect()
+    }
+
+    fn metadata(&mut self, key: String) -> Option<String> {
+        self.details.find(&self.details.metadata, &key)
+    }
+
+    fn all_metadata(&mut self) -> Vec<routing::alkdev::hub::types::Label> {
+        self.details.labels_of(&self.details.metadata)
+    }
+
+    fn registration_id(&mut self, index: u32) -> String {
+        self.details
+            .candidate(index)
+            .map(|c| self.details.text(&c.registration_id))
+            .unwrap_or_default()
+    }
+
+    fn provider_id(&mut self, index: u32) -> String {
+        self.details
+            .candidate(index)
+            .map(|c| self.details.text(&c.provider_id))
+            .unwrap_or_default()
+    }
+
+    fn provider_label(&mut self, index: u32, key: String) -> Option<String> {
+        let c = self.details.candidate(index)?;
+        self.details
+            .find(&self.details.labels[c.labels.clone()], &key)
+    }
+
+    fn provider_labels(&mut self, index: u32) -> Vec<routing::alkdev::hub::types::Label> {
+        match self.details.candidate(index) {
+            Some(c) => self
+                .details
+                .labels_of(&self.details.labels[c.labels.clone()]),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::routing::alkdev::hub::call_details::Host;
+    use super::*;
+    use crate::protocol::{Identity, OperationType, PrincipalKind};
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn call_details_answer_for_the_call_being_routed_and_nothing_after() {
+        let caller = Identity {
+            kind: PrincipalKind::Client,
+            id: "app".into(),
+            scopes: vec!["read".into(), "write".into()],
+        };
+        let metadata = map(&[("region", "eu"), ("user", "42")]);
+        let (a_labels, b_labels) = (map(&[("zone", "a")]), map(&[]));
+        let call = RouteCall {
+            operation_id: "files.read",
+            op_type: OperationType::Query,
+            caller: Some(&caller),
+            metadata: Some(&metadata),
+            sequence: 7,
+        };
+        let candidate = |registration_id, provider_id, labels| Candidate {
+            registration_id,
+            provider_id,
+            labels,
+            in_flight: 0,
+            connected_at_ms: 0,
+        };
+        let candidates = [
+            candidate("reg-a", "spoke-a", &a_labels),
+            candidate("reg-b", "spoke-b", &b_labels),
+        ];
+        let limits = wasmtime::StoreLimitsBuilder::new().build();
+        let mut state = PluginState::new("test".into(), "{}".into(), limits);
+        state.details.fill(&call, &candidates);
+
+        assert_eq!(state.operation_id(), "files.read");
+        assert_eq!(state.caller_id().as_deref(), Some("app"));
+        assert_eq!(state.caller_scopes(), ["read", "write"]);
+        assert_eq!(state.metadata("user".into()).as_deref(), Some("42"));
+        assert_eq!(state.metadata("missing".into()), None);
+        let all: Vec<_> = state
+            .all_metadata()
+            .into_iter()
+            .map(|l| (l.key, l.value))
+            .collect();
+        assert_eq!(
+            all,
+            [("region".into(), "eu".into()), ("user".into(), "42".into())]
+        );
+        assert_eq!(state.registration_id(1), "reg-b");
+        assert_eq!(state.provider_id(0), "spoke-a");
+        assert_eq!(state.provider_label(0, "zone".into()).as_deref(), Some("a"));
+        assert_eq!(state.provider_label(1, "zone".into()), None);
+        assert_eq!(state.provider_labels(0).len(), 1);
+        assert_eq!(state.provider_id(2), "", "out of range");
+        assert!(state.provider_labels(9).is_empty());
+
+        state.details.clear();
+        assert_eq!(state.operation_id(), "");
+        assert_eq!(state.caller_id(), None);
+        assert!(state.all_metadata().is_empty());
+        assert_eq!(state.registration_id(0), "");
+    }
+}

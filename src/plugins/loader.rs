@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::Engine;
 
-use super::bindings::{remap, routing, PluginState};
+use super::bindings::{remap, remap_v1, routing, routing_v1, PluginState};
 use super::runner::{Plugin, Prepared};
 use crate::config::PluginLimits;
 
@@ -68,6 +68,8 @@ pub struct Loader {
     engine: Engine,
     routing_linker: Linker<PluginState>,
     remap_linker: Linker<PluginState>,
+    routing_v1_linker: Linker<PluginState>,
+    remap_v1_linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
     /// Components compiled by this loader.
     pub compiled: AtomicU64,
@@ -108,6 +110,12 @@ impl Loader {
             })?,
             remap_linker: linker(&engine, |l| {
                 remap::RemapPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
+            })?,
+            routing_v1_linker: linker(&engine, |l| {
+                routing_v1::RoutingPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
+            })?,
+            remap_v1_linker: linker(&engine, |l| {
+                remap_v1::RemapPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
             })?,
             engine,
             cache_dir: None,
@@ -201,14 +209,21 @@ impl Loader {
         unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(anyhow::Error::from)
     }
 
-    /// Checks the component against both worlds and prepares its instances.
+    /// Checks the component against both worlds, in every published
+    /// version, and prepares its instances.
     fn prepare(&self, component: &Component) -> anyhow::Result<Prepared> {
         let routing_err = match self
             .routing_linker
             .instantiate_pre(component)
             .and_then(routing::RoutingPluginPre::new)
         {
-            Ok(pre) => return Ok(Prepared::Routing(pre)),
+            Ok(pre) => {
+                let reads_details = component
+                    .component_type()
+                    .imports(&self.engine)
+                    .any(|(name, _)| name.starts_with(CALL_DETAILS));
+                return Ok(Prepared::Routing(pre, reads_details));
+            }
             Err(e) => e,
         };
         let remap_err = match self
@@ -219,26 +234,46 @@ impl Loader {
             Ok(pre) => return Ok(Prepared::Remap(pre)),
             Err(e) => e,
         };
+        if let Ok(pre) = self
+            .routing_v1_linker
+            .instantiate_pre(component)
+            .and_then(routing_v1::RoutingPluginPre::new)
+        {
+            return Ok(Prepared::RoutingV1(pre));
+        }
+        if let Ok(pre) = self
+            .remap_v1_linker
+            .instantiate_pre(component)
+            .and_then(remap_v1::RemapPluginPre::new)
+        {
+            return Ok(Prepared::RemapV1(pre));
+        }
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
         Err(anyhow!(
-            "the component implements neither world of alkdev:hub@0.1.0: it must export \
-             `alkdev:hub/routing@0.1.0` (routing-plugin) or `alkdev:hub/remap@0.1.0` (remap-plugin) \
-             and import nothing but `alkdev:hub/host@0.1.0`, `alkdev:hub/types@0.1.0` and WASI; it exports [{}]. \
+            "the component implements neither world of alkdev:hub@0.2.0 (nor of 0.1.0): it must export \
+             `alkdev:hub/routing@0.2.0` (routing-plugin) or `alkdev:hub/remap@0.2.0` (remap-plugin) \
+             and import nothing but `alkdev:hub/host@0.2.0`, `alkdev:hub/types@0.2.0`, \
+             `alkdev:hub/call-details@0.2.0` (routing) and WASI; it exports [{}]. \
              As routing-plugin: {routing_err:#}. As remap-plugin: {remap_err:#}",
             exports.join(", ")
         ))
     }
 }
 
+/// The import name prefix of `call-details`, any version.
+const CALL_DETAILS: &str = "alkdev:hub/call-details@";
+
 /// What `alkhub plugin check` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
     /// The world it implements.
     pub world: World,
+    /// The version of `alkdev:hub` it was built against.
+    pub wit_version: &'static str,
     /// Its imports.
     pub imports: Vec<String>,
     /// Its exports.
@@ -257,6 +292,7 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
     let ty = component.component_type();
     Ok(CheckReport {
         world: prepared.world(),
+        wit_version: prepared.wit_version(),
         imports: ty
             .imports(&loader.engine)
             .map(|(n, _)| n.to_owned())

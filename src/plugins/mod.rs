@@ -78,6 +78,8 @@ pub struct PluginStatus {
     pub world: Option<World>,
     /// The first 16 hex digits of the SHA-256 of the component.
     pub version: Option<String>,
+    /// The version of `alkdev:hub` it was built against (`0.2.0`).
+    pub wit_version: Option<&'static str>,
     /// `active`, `quarantined` or `failed`.
     pub status: &'static str,
     /// Why it failed to load, or why it is quarantined.
@@ -308,6 +310,7 @@ impl PluginHost {
                     name: name.clone(),
                     world: None,
                     version: None,
+                    wit_version: None,
                     status: "failed",
                     error: Some(error.clone()),
                     source: "file",

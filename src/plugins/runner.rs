@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, StoreLimitsBuilder};
 
-use super::bindings::{remap, routing, PluginState};
+use super::bindings::{remap, remap_v1, routing, routing_v1, PluginState};
 use super::loader::{engine, World, EPOCH_TICK};
 use super::PluginStatus;
 use crate::config::PluginLimits;
@@ -23,18 +23,30 @@ use crate::protocol::{OperationType, PrincipalKind};
 
 /// A component checked against its world, ready to instantiate.
 pub enum Prepared {
-    /// A routing plugin.
-    Routing(routing::RoutingPluginPre<PluginState>),
+    /// A routing plugin; true when it imports `call-details`.
+    Routing(routing::RoutingPluginPre<PluginState>, bool),
     /// A remap plugin.
     Remap(remap::RemapPluginPre<PluginState>),
+    /// A routing plugin built against 0.1.0.
+    RoutingV1(routing_v1::RoutingPluginPre<PluginState>),
+    /// A remap plugin built against 0.1.0.
+    RemapV1(remap_v1::RemapPluginPre<PluginState>),
 }
 
 impl Prepared {
     /// The world.
     pub fn world(&self) -> World {
         match self {
-            Prepared::Routing(_) => World::Routing,
-            Prepared::Remap(_) => World::Remap,
+            Prepared::Routing(..) | Prepared::RoutingV1(_) => World::Routing,
+            Prepared::Remap(_) | Prepared::RemapV1(_) => World::Remap,
+        }
+    }
+
+    /// The version of `alkdev:hub` the component was built against.
+    pub fn wit_version(&self) -> &'static str {
+        match self {
+            Prepared::Routing(..) | Prepared::Remap(_) => "0.2.0",
+            Prepared::RoutingV1(_) | Prepared::RemapV1(_) => "0.1.0",
         }
     }
 }
@@ -42,6 +54,8 @@ impl Prepared {
 enum Bound {
     Routing(routing::RoutingPlugin),
     Remap(remap::RemapPlugin),
+    RoutingV1(routing_v1::RoutingPlugin),
+    RemapV1(remap_v1::RemapPlugin),
 }
 
 struct Warm {
@@ -77,6 +91,39 @@ pub struct Plugin {
     decisions: AtomicU64,
     failures: AtomicU64,
     latency_ns: AtomicU64,
+}
+
+/// One remap decision through the bindings of one version (each has its own
+/// types, all of the same shape).
+macro_rules! remap_through {
+    ($plugin:ident, $world:ident, $bound:ident, $kind:ident, $op_type:ident, $provider:ident, $op:ident) => {{
+        use $world::exports::alkdev::hub::remap as r;
+        let labels: Vec<_> = $provider
+            .labels
+            .iter()
+            .map(|(k, v)| $world::alkdev::hub::types::Label { key: k, value: v })
+            .collect();
+        let w_provider = r::Provider {
+            kind: $kind($provider.kind),
+            id: $provider.id,
+            name: $provider.name,
+            labels: &labels,
+        };
+        let w_op = r::Declared {
+            namespace: $op.namespace,
+            name: $op.name,
+            type_: $op_type($op.op_type),
+        };
+        let answer = $plugin.run(|warm| match &warm.bound {
+            Bound::$bound(plugin) => {
+                plugin
+                    .alkdev_hub_remap()
+                    .call_remap(&mut warm.store, w_provider, w_op)
+            }
+            _ => Err(wasmtime::Error::msg("the instance is of another world")),
+        })?;
+        Ok(answer.map(|m| (m.namespace, m.name)))
+    }};
 }
 
 impl Plugin {
@@ -125,8 +172,10 @@ impl Plugin {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
         let bound = match &self.prepared {
-            Prepared::Routing(pre) => Bound::Routing(pre.instantiate(&mut store)?),
+            Prepared::Routing(pre, _) => Bound::Routing(pre.instantiate(&mut store)?),
             Prepared::Remap(pre) => Bound::Remap(pre.instantiate(&mut store)?),
+            Prepared::RoutingV1(pre) => Bound::RoutingV1(pre.instantiate(&mut store)?),
+            Prepared::RemapV1(pre) => Bound::RemapV1(pre.instantiate(&mut store)?),
         };
         Ok(Warm {
             store,
@@ -177,13 +226,70 @@ impl Plugin {
     }
 
     /// Asks a routing plugin for a decision.
-    pub fn route<'a>(
+    pub fn route(
+        &self,
+        call: &RouteCall<'_>,
+        candidates: &[Candidate<'_>],
+    ) -> Result<Decision, String> {
+        match &self.prepared {
+            Prepared::Routing(_, reads_details) => self.route_v2(call, candidates, *reads_details),
+            Prepared::RoutingV1(_) => self.route_v1(call, candidates),
+            Prepared::Remap(_) | Prepared::RemapV1(_) => Err("a remap plugin cannot route".into()),
+        }
+    }
+
+    /// 0.2.0: numbers in the arguments, strings through `call-details`.
+    fn route_v2(
+        &self,
+        call: &RouteCall<'_>,
+        candidates: &[Candidate<'_>],
+        reads_details: bool,
+    ) -> Result<Decision, String> {
+        use routing::exports::alkdev::hub::routing as r;
+        let w_call = r::Call {
+            type_: routing_op_type(call.op_type),
+            caller_kind: call.caller.map(|c| routing_kind(c.kind)),
+            sequence: call.sequence,
+        };
+        let w_candidates: Vec<r::Candidate> = candidates
+            .iter()
+            .map(|c| r::Candidate {
+                in_flight: c.in_flight,
+                connected_at_ms: c.connected_at_ms,
+            })
+            .collect();
+        let answer = self.run(|warm| {
+            let Bound::Routing(plugin) = &warm.bound else {
+                return Err(wasmtime::Error::msg("not a 0.2.0 routing plugin"));
+            };
+            if reads_details {
+                warm.store.data_mut().details.fill(call, candidates);
+            }
+            let answer =
+                plugin
+                    .alkdev_hub_routing()
+                    .call_choose(&mut warm.store, w_call, &w_candidates);
+            if reads_details {
+                warm.store.data_mut().details.clear();
+            }
+            answer
+        })?;
+        use r::Decision as D;
+        Ok(match answer {
+            D::Choose(i) => Decision::Choose(i as usize),
+            D::Ordered(order) => Decision::Ordered(order.into_iter().map(|i| i as usize).collect()),
+            D::Refuse(reason) => Decision::Refuse(reason),
+        })
+    }
+
+    /// 0.1.0: every string of the call in the arguments.
+    fn route_v1<'a>(
         &self,
         call: &RouteCall<'a>,
         candidates: &[Candidate<'a>],
     ) -> Result<Decision, String> {
-        use routing::alkdev::hub::types::Label;
-        use routing::exports::alkdev::hub::routing as r;
+        use routing_v1::alkdev::hub::types::Label;
+        use routing_v1::exports::alkdev::hub::routing as r;
         let label = |(k, v): (&'a String, &'a String)| Label { key: k, value: v };
         let metadata: Vec<Label<'_>> = call
             .metadata
@@ -195,9 +301,9 @@ impl Plugin {
             .unwrap_or_default();
         let w_call = r::Call {
             operation_id: call.operation_id,
-            type_: routing_op_type(call.op_type),
+            type_: routing_v1_op_type(call.op_type),
             caller: call.caller.map(|c| r::Caller {
-                kind: routing_kind(c.kind),
+                kind: routing_v1_kind(c.kind),
                 id: &c.id,
                 scopes: &scopes,
             }),
@@ -227,12 +333,12 @@ impl Plugin {
             })
             .collect();
         let answer = self.run(|warm| match &warm.bound {
-            Bound::Routing(plugin) => {
+            Bound::RoutingV1(plugin) => {
                 plugin
                     .alkdev_hub_routing()
                     .call_choose(&mut warm.store, w_call, &w_candidates)
             }
-            Bound::Remap(_) => Err(wasmtime::Error::msg("a remap plugin cannot route")),
+            _ => Err(wasmtime::Error::msg("not a 0.1.0 routing plugin")),
         })?;
         use r::Decision as D;
         Ok(match answer {
@@ -248,41 +354,23 @@ impl Plugin {
         provider: &RemapProvider<'_>,
         op: &Declared<'_>,
     ) -> Result<RemapResult, String> {
-        use remap::exports::alkdev::hub::remap as r;
-        let labels: Vec<_> = provider
-            .labels
-            .iter()
-            .map(|(k, v)| remap::alkdev::hub::types::Label { key: k, value: v })
-            .collect();
-        let w_provider = r::Provider {
-            kind: match provider.kind {
-                PrincipalKind::Spoke => remap::alkdev::hub::types::PrincipalKind::Spoke,
-                PrincipalKind::Client => remap::alkdev::hub::types::PrincipalKind::Client,
-            },
-            id: provider.id,
-            name: provider.name,
-            labels: &labels,
-        };
-        let w_op = r::Declared {
-            namespace: op.namespace,
-            name: op.name,
-            type_: match op.op_type {
-                OperationType::Query => remap::alkdev::hub::types::OperationType::Query,
-                OperationType::Mutation => remap::alkdev::hub::types::OperationType::Mutation,
-                OperationType::Subscription => {
-                    remap::alkdev::hub::types::OperationType::Subscription
-                }
-            },
-        };
-        let answer = self.run(|warm| match &warm.bound {
-            Bound::Remap(plugin) => {
-                plugin
-                    .alkdev_hub_remap()
-                    .call_remap(&mut warm.store, w_provider, w_op)
+        match &self.prepared {
+            Prepared::Remap(_) => {
+                remap_through!(self, remap, Remap, remap_kind, remap_op_type, provider, op)
             }
-            Bound::Routing(_) => Err(wasmtime::Error::msg("a routing plugin cannot remap")),
-        })?;
-        Ok(answer.map(|m| (m.namespace, m.name)))
+            Prepared::RemapV1(_) => remap_through!(
+                self,
+                remap_v1,
+                RemapV1,
+                remap_v1_kind,
+                remap_v1_op_type,
+                provider,
+                op
+            ),
+            Prepared::Routing(..) | Prepared::RoutingV1(_) => {
+                Err("a routing plugin cannot remap".into())
+            }
+        }
     }
 
     /// The reason the plugin is bypassed right now, if it is quarantined.
@@ -349,6 +437,7 @@ impl Plugin {
             name: self.name.to_string(),
             world: Some(self.world()),
             version: Some(self.version.clone()),
+            wit_version: Some(self.prepared.wit_version()),
             status: if quarantine.is_some() {
                 "quarantined"
             } else {
@@ -390,17 +479,29 @@ fn describe_trap(trap: &wasmtime::Error, limits: &PluginLimits) -> String {
     }
 }
 
-fn routing_op_type(t: OperationType) -> routing::alkdev::hub::types::OperationType {
-    match t {
-        OperationType::Query => routing::alkdev::hub::types::OperationType::Query,
-        OperationType::Mutation => routing::alkdev::hub::types::OperationType::Mutation,
-        OperationType::Subscription => routing::alkdev::hub::types::OperationType::Subscription,
-    }
+/// The conversions of the shared enums into one world's types.
+macro_rules! conversions {
+    ($world:ident, $op_type:ident, $kind:ident) => {
+        fn $op_type(t: OperationType) -> $world::alkdev::hub::types::OperationType {
+            use $world::alkdev::hub::types::OperationType as T;
+            match t {
+                OperationType::Query => T::Query,
+                OperationType::Mutation => T::Mutation,
+                OperationType::Subscription => T::Subscription,
+            }
+        }
+
+        fn $kind(k: PrincipalKind) -> $world::alkdev::hub::types::PrincipalKind {
+            use $world::alkdev::hub::types::PrincipalKind as K;
+            match k {
+                PrincipalKind::Spoke => K::Spoke,
+                PrincipalKind::Client => K::Client,
+            }
+        }
+    };
 }
 
-fn routing_kind(k: PrincipalKind) -> routing::alkdev::hub::types::PrincipalKind {
-    match k {
-        PrincipalKind::Spoke => routing::alkdev::hub::types::PrincipalKind::Spoke,
-        PrincipalKind::Client => routing::alkdev::hub::types::PrincipalKind::Client,
-    }
-}
+conversions!(routing, routing_op_type, routing_kind);
+conversions!(routing_v1, routing_v1_op_type, routing_v1_kind);
+conversions!(remap, remap_op_type, remap_kind);
+conversions!(remap_v1, remap_v1_op_type, remap_v1_kind);

@@ -5,8 +5,11 @@
 // numbers the calls of each operation (`call.sequence`, a BigInt), so call n
 // goes to candidate n % len and the plugin keeps no state. Replace the body
 // with your policy; `docs/plugins/authoring.md` in the hub describes every
-// field (in JavaScript they are camelCase: `inFlight`, `providerId`, ...).
-import { log } from 'alkdev:hub/host@0.1.0';
+// field (in JavaScript they are camelCase: `inFlight`, `connectedAtMs`).
+// The call's strings (operation id, caller, metadata, the candidates' ids
+// and labels) are not in the arguments: import the ones the policy needs
+// from 'alkdev:hub/call-details@0.2.0', e.g. `metadata('user')`.
+import { log } from 'alkdev:hub/host@0.2.0';
 
 export const routing = {
   choose(call, candidates) {

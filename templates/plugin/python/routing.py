@@ -5,6 +5,9 @@ returns which candidate serves it. This skeleton does round robin: the hub
 numbers the calls of each operation (`call.sequence`), so call n goes to
 candidate n % len and the plugin keeps no state. Replace the body with your
 policy; `docs/plugins/authoring.md` in the hub describes every field.
+The call's strings (operation id, caller, metadata, the candidates' ids and
+labels) are not in the arguments: ask `wit_world.imports.call_details` for
+the ones the policy needs, e.g. `call_details.metadata("user")`.
 """
 
 import wit_world
