@@ -57,8 +57,7 @@ async fn healthz(State(hub): State<Hub>) -> (StatusCode, Json<serde_json::Value>
     }
 }
 
-/// The token of an `Authorization: Bearer` header.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
+fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
@@ -116,7 +115,10 @@ fn error_body(error: &CallError) -> serde_json::Value {
 }
 
 /// The caller's identity: `None` without a token, an error for a bad one.
-async fn identify(hub: &Hub, headers: &HeaderMap) -> Result<Option<Identity>, CallError> {
+pub(crate) async fn identify(
+    hub: &Hub,
+    headers: &HeaderMap,
+) -> Result<Option<Identity>, CallError> {
     let Some(token) = bearer(headers) else {
         return Ok(None);
     };

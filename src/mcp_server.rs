@@ -35,9 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Entry};
 use crate::connection::now_ms;
-use crate::crypto::Token;
 use crate::dispatch::{check_access, Access, CallError, CallEvent, CallRequest, Caller};
-use crate::http::{bearer, AbortOnDrop};
+use crate::http::{identify, AbortOnDrop};
 use crate::protocol::{ErrorCode, Identity, OperationType};
 use crate::server::Hub;
 use crate::store::Source;
@@ -76,20 +75,18 @@ async fn authenticate(State(hub): State<Hub>, mut request: Request, next: Next) 
     if hub.is_shutting_down() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is shutting down");
     }
-    let Some(token) = bearer(request.headers()) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "/mcp needs a bearer token (Authorization: Bearer TOKEN)",
-        );
-    };
-    let Some(principal) = hub.authenticate_cached(&Token::new(token)).await else {
-        return refuse(StatusCode::UNAUTHORIZED, "the bearer token is not valid");
-    };
-    request.extensions_mut().insert(Identity {
-        kind: principal.kind,
-        id: principal.id,
-        scopes: principal.scopes,
-    });
+    match identify(&hub, request.headers()).await {
+        Ok(Some(identity)) => {
+            request.extensions_mut().insert(identity);
+        }
+        Ok(None) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "/mcp needs a bearer token (Authorization: Bearer TOKEN)",
+            )
+        }
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, &e.message),
+    }
     next.run(request).await
 }
 

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::Engine;
 
 use super::bindings::{remap, remap_v1, routing, routing_v1, PluginState};
 use super::runner::{Plugin, Prepared};
 use crate::config::PluginLimits;
+use crate::crypto::sha256_hex;
 
 /// Which world a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,7 +133,7 @@ impl Loader {
         settings: Arc<str>,
         limits: PluginLimits,
     ) -> anyhow::Result<Plugin> {
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = sha256_hex(bytes);
         let component = self.compile(bytes, &digest)?;
         let prepared = self.prepare(&component)?;
         Ok(Plugin::new(
@@ -287,7 +287,7 @@ pub struct CheckReport {
 pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let loader = Loader::uncached()?;
-    let component = loader.compile(&bytes, &hex(&Sha256::digest(&bytes)))?;
+    let component = loader.compile(&bytes, &sha256_hex(&bytes))?;
     let prepared = loader.prepare(&component)?;
     let ty = component.component_type();
     Ok(CheckReport {
@@ -303,8 +303,4 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
             .collect(),
         size: bytes.len(),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
