@@ -93,6 +93,12 @@ impl Connection {
         self.closing.send_replace(Some(code));
     }
 
+    /// Whether [`Connection::close`] has been called: the session is ending
+    /// and must not register, activate or publish anything more.
+    pub fn is_closing(&self) -> bool {
+        self.closing.borrow().is_some()
+    }
+
     /// Resolves when [`Connection::close`] has been called.
     pub fn closing(&self) -> watch::Receiver<Option<u16>> {
         self.closing.subscribe()
