@@ -418,3 +418,15 @@ pub fn error_frame(code: ErrorCode, message: &str) -> String {
         &serde_json::json!({"code": code.as_str(), "message": message}),
     )
 }
+
+/// Longest piece of peer input an error message quotes, in characters.
+pub const MAX_ECHO_CHARS: usize = 128;
+
+/// `text` cut to [`MAX_ECHO_CHARS`] characters (with `…` when cut), for
+/// quoting peer input in an error without echoing it unbounded.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
