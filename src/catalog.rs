@@ -129,11 +129,26 @@ impl Catalog {
     }
 
     /// Adds an active provider to a definition already in the catalog.
+    /// Refused (false) when the provider's session is closing: the check is
+    /// made under the write lock that [`Catalog::remove_session`] takes after
+    /// the close, so a registration racing with the session's end can never
+    /// leave a provider behind.
     pub fn add_provider(&self, operation_id: &str, provider: Provider) -> bool {
-        self.update(operation_id, |providers| {
-            providers.retain(|p| p.registration_id != provider.registration_id);
-            providers.push(provider);
-        })
+        let mut entries = self.entries.write().unwrap();
+        if provider.connection.is_closing() {
+            return false;
+        }
+        let Some(old) = entries.get(operation_id) else {
+            return false;
+        };
+        let mut providers = old.providers.clone();
+        providers.retain(|p| p.registration_id != provider.registration_id);
+        providers.push(provider);
+        let entry = Arc::new(old.with_providers(providers));
+        entries.insert(operation_id.into(), entry);
+        drop(entries);
+        self.changed();
+        true
     }
 
     /// Removes the providers of one session; with `registration_ids`, only those.
@@ -174,19 +189,5 @@ impl Catalog {
         if self.entries.write().unwrap().remove(id).is_some() {
             self.changed();
         }
-    }
-
-    fn update(&self, operation_id: &str, change: impl FnOnce(&mut Vec<Provider>)) -> bool {
-        let mut entries = self.entries.write().unwrap();
-        let Some(old) = entries.get(operation_id) else {
-            return false;
-        };
-        let mut providers = old.providers.clone();
-        change(&mut providers);
-        let entry = Arc::new(old.with_providers(providers));
-        entries.insert(operation_id.into(), entry);
-        drop(entries);
-        self.changed();
-        true
     }
 }

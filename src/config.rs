@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Milliseconds the hub waits for open calls on shutdown before aborting them.
     pub shutdown_grace_ms: u64,
+    /// Milliseconds past the grace period after which shutdown stops waiting
+    /// for sessions, streams and request bodies and the process exits.
+    pub shutdown_hard_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             shutdown_grace_ms: 10_000,
+            shutdown_hard_ms: 5_000,
         }
     }
 }
@@ -146,6 +150,41 @@ pub struct LimitsConfig {
     pub default_http_timeout_ms: u64,
     /// Operations one `hello` or `register` may declare.
     pub max_operations_per_register: usize,
+    /// Bytes of frames queued for one peer and not yet written (WebSocket
+    /// sessions, in-process providers, SSE streams); past it the peer is a
+    /// slow consumer and is disconnected (4413) or its stream ended.
+    pub max_outbound_bytes: usize,
+    /// WebSocket connections open at once, authenticated or not; past it an
+    /// upgrade is refused with 503.
+    pub max_connections: usize,
+    /// WebSocket connections that have not authenticated yet, in total;
+    /// past it an upgrade is refused with 503.
+    pub max_unauthenticated: usize,
+    /// Connections that have not authenticated yet from one remote address;
+    /// past it an upgrade is refused with 429.
+    pub max_unauthenticated_per_address: usize,
+    /// Sessions one client may hold at once; past it a new one gets
+    /// `OVERLOADED` and close code 4429.
+    pub max_sessions_per_client: usize,
+    /// HTTP calls (`/call`) open at once, in total; past it 429 `OVERLOADED`.
+    pub max_http_calls: usize,
+    /// HTTP calls open at once per principal (anonymous callers: per
+    /// remote address); past it 429 `OVERLOADED`.
+    pub max_http_calls_per_principal: usize,
+    /// SSE streams (`/subscribe`) open at once, in total; past it 429.
+    pub max_sse_streams: usize,
+    /// SSE streams open at once per principal (anonymous: per address).
+    pub max_sse_streams_per_principal: usize,
+    /// Milliseconds an HTTP request may take to send its body; past it 408.
+    pub http_body_timeout_ms: u64,
+    /// Milliseconds an HTTP token lookup is cached: the longest a removed or
+    /// disabled token keeps working over HTTP.
+    pub auth_cache_ttl_ms: u64,
+    /// Tokens the HTTP lookup cache holds at most.
+    pub auth_cache_entries: usize,
+    /// Milliseconds between two checks for removed or disabled principals,
+    /// whose live sessions are then closed with 4401.
+    pub revocation_check_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -157,6 +196,19 @@ impl Default for LimitsConfig {
             max_open_calls_per_connection: 1024,
             default_http_timeout_ms: 30_000,
             max_operations_per_register: 1024,
+            max_outbound_bytes: 4 * 1024 * 1024,
+            max_connections: 20_000,
+            max_unauthenticated: 1_024,
+            max_unauthenticated_per_address: 64,
+            max_sessions_per_client: 32,
+            max_http_calls: 4_096,
+            max_http_calls_per_principal: 256,
+            max_sse_streams: 1_024,
+            max_sse_streams_per_principal: 32,
+            http_body_timeout_ms: 10_000,
+            auth_cache_ttl_ms: 5_000,
+            auth_cache_entries: 10_000,
+            revocation_check_ms: 2_000,
         }
     }
 }
@@ -326,6 +378,9 @@ pub const DEFAULT_CONFIG: &str = r#"# alkhub.toml: every key is optional; the va
 listen = "127.0.0.1:7700"
 # Milliseconds the hub waits for open calls on shutdown before aborting them.
 shutdown_grace_ms = 10000
+# Milliseconds past the grace period after which shutdown stops waiting for
+# sessions, streams and request bodies and the process exits.
+shutdown_hard_ms = 5000
 
 [database]
 # sqlite://PATH (created if missing) or postgres://USER@HOST:PORT/DB.
@@ -357,6 +412,35 @@ max_open_calls_per_connection = 1024
 default_http_timeout_ms = 30000
 # Operations one hello or register may declare.
 max_operations_per_register = 1024
+# Bytes queued for one peer and not yet written (WebSocket, in-process
+# provider, SSE stream); past it the peer is a slow consumer: a session is
+# closed with 4413, an SSE stream ends with an error event.
+max_outbound_bytes = 4194304
+# WebSocket connections open at once; past it an upgrade gets 503.
+max_connections = 20000
+# Connections that have not authenticated yet, in total (503 past it) and
+# per remote address (429 past it).
+max_unauthenticated = 1024
+max_unauthenticated_per_address = 64
+# Sessions one client may hold at once; past it OVERLOADED and close 4429.
+max_sessions_per_client = 32
+# HTTP calls open at once, in total and per principal (anonymous callers:
+# per remote address); past either, 429 OVERLOADED.
+max_http_calls = 4096
+max_http_calls_per_principal = 256
+# SSE streams open at once, in total and per principal; past either, 429.
+max_sse_streams = 1024
+max_sse_streams_per_principal = 32
+# Milliseconds an HTTP request may take to send its body; past it, 408.
+http_body_timeout_ms = 10000
+# Milliseconds an HTTP token lookup is cached: the longest a removed or
+# disabled token keeps working over HTTP. The cache holds at most
+# auth_cache_entries tokens.
+auth_cache_ttl_ms = 5000
+auth_cache_entries = 10000
+# Milliseconds between checks for removed or disabled principals, whose
+# live sessions are then closed with 4401.
+revocation_check_ms = 2000
 
 [mcp]
 # Serve the hub's operations as MCP tools at /mcp (streamable HTTP, bearer token).

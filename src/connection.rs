@@ -8,13 +8,13 @@
 //! the call path changing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
-use crate::protocol::Identity;
+use crate::protocol::{close, Identity};
 
 /// What the session's writer sends.
 #[derive(Debug)]
@@ -39,6 +39,11 @@ pub struct Connection {
     /// When the session started, ms since the Unix epoch.
     pub connected_at_ms: u64,
     out: mpsc::UnboundedSender<Outbound>,
+    // Bytes of text frames queued and not yet taken by the writer; shared
+    // with the receiving end, which subtracts what it takes.
+    queued: Arc<AtomicUsize>,
+    // `limits.max_outbound_bytes`: past it the peer is a slow consumer.
+    budget: usize,
     closing: watch::Sender<Option<u16>>,
     superseded: AtomicBool,
     /// The calls open on this peer, as caller and as provider.
@@ -59,13 +64,16 @@ pub(crate) struct OpenCalls {
 }
 
 impl Connection {
-    /// A connection and the receiving end of its outbound queue.
+    /// A connection and the receiving end of its outbound queue, which may
+    /// hold at most `budget` bytes of frames not yet written.
     pub fn new(
         session_id: u64,
         identity: Identity,
         labels: BTreeMap<String, String>,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
+        budget: usize,
+    ) -> (Arc<Self>, OutboundQueue) {
         let (out, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let identity_json =
             serde_json::value::to_raw_value(&identity).expect("identity always serializes");
         let connection = Arc::new(Connection {
@@ -75,16 +83,43 @@ impl Connection {
             labels,
             connected_at_ms: now_ms(),
             out,
+            queued: queued.clone(),
+            budget,
             closing: watch::channel(None).0,
             superseded: AtomicBool::new(false),
             calls: Mutex::new(OpenCalls::default()),
         });
-        (connection, rx)
+        (connection, OutboundQueue { rx, queued })
     }
 
-    /// Queues a frame; false when the session has already ended.
+    /// Queues a frame; false when the session has already ended or the peer
+    /// is a slow consumer: a frame that would take the queue past its byte
+    /// budget is dropped and the session closes with
+    /// [`close::SLOW_CONSUMER`], which ends every call it has open.
     pub fn send(&self, frame: String) -> bool {
-        self.out.send(Outbound::Text(frame)).is_ok()
+        let bytes = frame.len();
+        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.budget {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            if !self.is_closing() {
+                tracing::warn!(session = self.session_id, id = %self.identity.id, queued = before, "slow consumer: outbound queue over limits.max_outbound_bytes");
+                self.close(
+                    close::SLOW_CONSUMER,
+                    "slow consumer: more than limits.max_outbound_bytes queued",
+                );
+            }
+            return false;
+        }
+        if self.out.send(Outbound::Text(frame)).is_err() {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Bytes queued for the peer and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Asks the session to close with `code`; its reader stops at once.
@@ -117,6 +152,138 @@ impl Connection {
     /// Number of calls this peer has open as caller.
     pub fn open_calls(&self) -> usize {
         self.calls.lock().unwrap().calling.len()
+    }
+}
+
+/// The receiving end of a connection's outbound queue: the session's
+/// writer, or the task of an in-process provider. Taking a frame gives its
+/// bytes back to the connection's budget.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboundQueue {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await;
+        self.taken(&item);
+        item
+    }
+
+    /// The next frame if one is queued right now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.try_recv().ok();
+        self.taken(&item);
+        item
+    }
+
+    fn taken(&self, item: &Option<Outbound>) {
+        if let Some(Outbound::Text(frame)) = item {
+            self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        }
+    }
+}
+
+/// A queue for a caller that is not a WebSocket (an HTTP call, an SSE
+/// stream, an MCP `tools/call`), with the same kind of byte budget as a
+/// connection's: an item that would take it past the budget is dropped, as
+/// is everything after it, and the receiver learns that it fell behind.
+pub fn budgeted<T>(budget: usize) -> (BudgetedSender<T>, BudgetedReceiver<T>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let overflowed = Arc::new(AtomicBool::new(false));
+    (
+        BudgetedSender {
+            tx,
+            queued: queued.clone(),
+            overflowed,
+            budget,
+        },
+        BudgetedReceiver {
+            rx,
+            queued,
+            overflowed: false,
+        },
+    )
+}
+
+/// The sending end of [`budgeted`].
+#[derive(Debug)]
+pub struct BudgetedSender<T> {
+    tx: mpsc::UnboundedSender<Slot<T>>,
+    queued: Arc<AtomicUsize>,
+    overflowed: Arc<AtomicBool>,
+    budget: usize,
+}
+
+impl<T> Clone for BudgetedSender<T> {
+    fn clone(&self) -> Self {
+        BudgetedSender {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+            overflowed: self.overflowed.clone(),
+            budget: self.budget,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Slot<T> {
+    Item(T, usize),
+    Overflow,
+}
+
+impl<T> BudgetedSender<T> {
+    /// Queues `item`, which weighs `bytes`; false when it was dropped
+    /// (the receiver is gone or fell more than the budget behind).
+    pub fn send(&self, item: T, bytes: usize) -> bool {
+        if self.overflowed.load(Ordering::Acquire) {
+            return false;
+        }
+        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.budget {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            if !self.overflowed.swap(true, Ordering::AcqRel) {
+                let _ = self.tx.send(Slot::Overflow);
+            }
+            return false;
+        }
+        self.tx.send(Slot::Item(item, bytes)).is_ok()
+    }
+}
+
+/// The receiving end of [`budgeted`].
+#[derive(Debug)]
+pub struct BudgetedReceiver<T> {
+    rx: mpsc::UnboundedReceiver<Slot<T>>,
+    queued: Arc<AtomicUsize>,
+    overflowed: bool,
+}
+
+impl<T> BudgetedReceiver<T> {
+    /// The next item; `None` when every sender is gone or the queue
+    /// overflowed (then [`BudgetedReceiver::overflowed`] says so).
+    pub async fn recv(&mut self) -> Option<T> {
+        if self.overflowed {
+            return None;
+        }
+        match self.rx.recv().await? {
+            Slot::Item(item, bytes) => {
+                self.queued.fetch_sub(bytes, Ordering::AcqRel);
+                Some(item)
+            }
+            Slot::Overflow => {
+                self.overflowed = true;
+                None
+            }
+        }
+    }
+
+    /// Whether items were dropped because the receiver fell behind.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 }
 

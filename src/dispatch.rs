@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, Entry};
-use crate::connection::{now_ms, Connection};
+use crate::connection::{now_ms, BudgetedSender, Connection};
 use crate::policy::{Candidate, Decision, RouteCall, RoutingPolicy};
 use crate::protocol::{
     self, AccessLevel, ErrorCode, ForwardedCall, Identity, OperationType, PrincipalKind,
@@ -73,8 +72,8 @@ pub enum Caller {
         /// The caller's id for the call.
         request_id: Arc<str>,
     },
-    /// A channel (HTTP requests).
-    Channel(mpsc::UnboundedSender<CallEvent>),
+    /// A channel (HTTP requests, MCP tool calls), bounded in bytes.
+    Channel(BudgetedSender<CallEvent>),
 }
 
 /// A call as the caller asked for it; `input` stays raw JSON.
@@ -733,7 +732,14 @@ fn deliver(caller: &Caller, end: End) {
     };
     match caller {
         Caller::Channel(tx) => {
-            let _ = tx.send(event);
+            let bytes = match &event {
+                CallEvent::Responded(output) => output.get().len(),
+                CallEvent::Error(e) => {
+                    e.message.len() + e.details.as_ref().map_or(0, |d| d.get().len())
+                }
+                CallEvent::Completed => 0,
+            };
+            tx.send(event, bytes);
         }
         Caller::Connection {
             connection,

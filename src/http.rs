@@ -7,9 +7,20 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use axum::body::Body;
-use axum::extract::{Path, State, WebSocketUpgrade};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::builtins;
+use crate::connection::{budgeted, now_ms, BudgetedReceiver};
+use crate::crypto::Token;
+use crate::dispatch::{CallError, CallEvent, CallRequest, Caller, Dispatcher};
+use crate::limits::{Permit, Refusal};
+use crate::protocol::{self, ErrorCode, Identity, OperationType, PrincipalKind};
+use crate::server::Hub;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,14 +29,6 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
-
-use crate::builtins;
-use crate::connection::now_ms;
-use crate::crypto::Token;
-use crate::dispatch::{CallError, CallEvent, CallRequest, Caller, Dispatcher};
-use crate::protocol::{ErrorCode, Identity, OperationType, PrincipalKind};
-use crate::server::Hub;
 
 /// Builds the router over a hub handle.
 pub fn router(hub: Hub) -> Router {
@@ -67,32 +70,129 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 async fn connect_spoke(
     State(hub): State<Hub>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(hub, headers, ws, PrincipalKind::Spoke)
+    upgrade(hub, remote, headers, ws, PrincipalKind::Spoke)
 }
 
 async fn connect_client(
     State(hub): State<Hub>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(hub, headers, ws, PrincipalKind::Client)
+    upgrade(hub, remote, headers, ws, PrincipalKind::Client)
 }
 
-fn upgrade(hub: Hub, headers: HeaderMap, ws: WebSocketUpgrade, kind: PrincipalKind) -> Response {
+/// Bytes the WebSocket library buffers for reading, and for writing before
+/// it writes to the socket.
+const WS_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Accepts a WebSocket peer if the connection caps allow: a connection
+/// holds a slot of `limits.max_connections` for its whole life and one of
+/// the unauthenticated caps until it has authenticated.
+fn upgrade(
+    hub: Hub,
+    remote: SocketAddr,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+    kind: PrincipalKind,
+) -> Response {
     if hub.is_shutting_down() {
         return error_response(CallError::new(
             ErrorCode::UnknownError,
             "the hub is shutting down",
         ));
     }
-    let limit = hub.config().limits.max_frame_bytes;
+    let limits = &hub.config().limits;
+    let quotas = hub.quotas();
+    let Ok(connection) = quotas.connections.try_acquire("") else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the hub already holds {} WebSocket connections (limits.max_connections)",
+                limits.max_connections
+            ),
+        );
+    };
+    let unauthenticated = match quotas.unauthenticated.try_acquire(&remote.ip().to_string()) {
+        Ok(permit) => permit,
+        Err(Refusal::Total) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} connections are waiting to authenticate (limits.max_unauthenticated)",
+                    limits.max_unauthenticated
+                ),
+            )
+        }
+        Err(Refusal::PerKey) => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{} connections from {} are waiting to authenticate (limits.max_unauthenticated_per_address)",
+                    limits.max_unauthenticated_per_address,
+                    remote.ip()
+                ),
+            )
+        }
+    };
+    let frame_limit = limits.max_frame_bytes;
     let token = bearer(&headers);
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| crate::session::run(hub, socket, kind, token))
+    ws.max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
+        // Room for one largest frame past the write buffer; the outbound
+        // queue in front of it has its own budget.
+        .max_write_buffer_size(WS_BUFFER_BYTES + frame_limit.max(limits.max_outbound_bytes))
+        .on_upgrade(move |socket| async move {
+            crate::session::run(hub, socket, kind, token, unauthenticated).await;
+            drop(connection);
+        })
+}
+
+/// An `OVERLOADED` refusal with `status` and a message naming the limit.
+fn refuse(status: StatusCode, message: String) -> Response {
+    let error = CallError::new(ErrorCode::Overloaded, message);
+    (status, Json(error_body(&error))).into_response()
+}
+
+/// Reads a request's whole body, at most `limits.max_frame_bytes` and
+/// within `limits.http_body_timeout_ms`, before any handler runs: a client
+/// that sends its body slowly or endlessly holds no handler, no call slot
+/// and no shutdown.
+pub async fn bounded_body(State(hub): State<Hub>, request: Request, next: Next) -> Response {
+    let limits = &hub.config().limits;
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.max_frame_bytes);
+    let timeout = Duration::from_millis(limits.http_body_timeout_ms);
+    let bytes = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return error_response(CallError::new(
+                ErrorCode::ProtocolError,
+                format!(
+                    "the request body is larger than limits.max_frame_bytes ({} bytes)",
+                    limits.max_frame_bytes
+                ),
+            ))
+        }
+        Err(_) => {
+            let error = CallError::new(
+                ErrorCode::ProtocolError,
+                format!(
+                    "the request body did not arrive within limits.http_body_timeout_ms ({} ms)",
+                    limits.http_body_timeout_ms
+                ),
+            );
+            return (StatusCode::REQUEST_TIMEOUT, Json(error_body(&error))).into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// A JSON error body with the status of protocol section 5.
@@ -122,7 +222,7 @@ pub(crate) async fn identify(
     let Some(token) = bearer(headers) else {
         return Ok(None);
     };
-    match hub.authenticate_cached(&Token::new(token)).await {
+    match hub.auth().authenticate_cached(&Token::new(token)).await {
         Some(p) => Ok(Some(Identity {
             kind: p.kind,
             id: p.id,
@@ -181,20 +281,69 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// An HTTP call in progress: its events, the guard that aborts it when the
+/// request goes away, and its slot among the open calls or streams.
+struct HttpCallStarted {
+    events: BudgetedReceiver<CallEvent>,
+    _guard: AbortOnDrop,
+    op_type: OperationType,
+    _permit: Permit,
+}
+
+/// Which HTTP cap a request counts against.
+#[derive(Clone, Copy)]
+enum HttpKind {
+    Call,
+    Stream,
+}
+
+/// A slot among the open HTTP calls or SSE streams of `identity` (anonymous
+/// callers count per remote address).
+fn http_permit(
+    hub: &Hub,
+    kind: HttpKind,
+    identity: Option<&Identity>,
+    remote: SocketAddr,
+) -> Result<Permit, CallError> {
+    let limits = &hub.config().limits;
+    let (quota, total_key, per_key, total, per) = match kind {
+        HttpKind::Call => (
+            &hub.quotas().http_calls,
+            "limits.max_http_calls",
+            "limits.max_http_calls_per_principal",
+            limits.max_http_calls,
+            limits.max_http_calls_per_principal,
+        ),
+        HttpKind::Stream => (
+            &hub.quotas().sse_streams,
+            "limits.max_sse_streams",
+            "limits.max_sse_streams_per_principal",
+            limits.max_sse_streams,
+            limits.max_sse_streams_per_principal,
+        ),
+    };
+    let key = match identity {
+        Some(who) => format!("{}:{}", who.kind, who.id),
+        None => format!("address:{}", remote.ip()),
+    };
+    quota.try_acquire(&key).map_err(|refusal| {
+        let message = match refusal {
+            Refusal::Total => format!("the hub already has {total} open ({total_key})"),
+            Refusal::PerKey => format!("this caller already has {per} open ({per_key})"),
+        };
+        CallError::new(ErrorCode::Overloaded, message)
+    })
+}
+
 /// Starts an HTTP call; its events arrive on the returned receiver.
 async fn start_http_call(
     hub: &Hub,
+    kind: HttpKind,
+    remote: SocketAddr,
     headers: &HeaderMap,
     operation_id: &str,
-    body: Body,
-) -> Result<
-    (
-        mpsc::UnboundedReceiver<CallEvent>,
-        AbortOnDrop,
-        OperationType,
-    ),
-    CallError,
-> {
+    body: Bytes,
+) -> Result<HttpCallStarted, CallError> {
     if hub.is_shutting_down() {
         return Err(CallError::new(
             ErrorCode::UnknownError,
@@ -202,27 +351,21 @@ async fn start_http_call(
         ));
     }
     let identity = identify(hub, headers).await?;
-    let limit = hub.config().limits.max_frame_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        CallError::new(
-            ErrorCode::ProtocolError,
-            format!("the request body is larger than limits.max_frame_bytes ({limit} bytes)"),
-        )
-    })?;
+    let permit = http_permit(hub, kind, identity.as_ref(), remote)?;
     let request: HttpCall = if body.iter().all(u8::is_ascii_whitespace) {
         HttpCall::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             CallError::new(
                 ErrorCode::ProtocolError,
-                format!("invalid request body: {e}"),
+                protocol::clip_message(&format!("invalid request body: {e}")).into_owned(),
             )
         })?
     };
     let timeout = request
         .timeout_ms
         .unwrap_or(hub.config().limits.default_http_timeout_ms);
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, events) = budgeted(hub.config().limits.max_outbound_bytes);
     let dispatcher = hub.dispatcher();
     let id = dispatcher.start(
         Caller::Channel(tx),
@@ -241,21 +384,29 @@ async fn start_http_call(
         .get(operation_id)
         .map(|e| e.definition.spec.op_type)
         .unwrap_or(OperationType::Query);
-    Ok((rx, AbortOnDrop(dispatcher.clone(), id), op_type))
+    Ok(HttpCallStarted {
+        events,
+        _guard: AbortOnDrop(dispatcher.clone(), id),
+        op_type,
+        _permit: permit,
+    })
 }
 
 /// `POST /v1/operations/{id}/call`: the first result, as JSON.
 async fn call(
     State(hub): State<Hub>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(operation_id): Path<String>,
     headers: HeaderMap,
-    body: Body,
+    body: Bytes,
 ) -> Response {
-    let (mut events, _guard, _) = match start_http_call(&hub, &headers, &operation_id, body).await {
+    let started =
+        start_http_call(&hub, HttpKind::Call, remote, &headers, &operation_id, body).await;
+    let mut started = match started {
         Ok(started) => started,
         Err(e) => return error_response(e),
     };
-    match events.recv().await {
+    match started.events.recv().await {
         Some(CallEvent::Responded(output)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -277,23 +428,28 @@ async fn call(
 /// `POST /v1/operations/{id}/subscribe`: results as server-sent events.
 async fn subscribe(
     State(hub): State<Hub>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(operation_id): Path<String>,
     headers: HeaderMap,
-    body: Body,
+    body: Bytes,
 ) -> Response {
-    match start_http_call(&hub, &headers, &operation_id, body).await {
-        Ok((events, guard, op_type)) => {
-            Sse::new(event_stream(events, guard, op_type)).into_response()
-        }
+    match start_http_call(
+        &hub,
+        HttpKind::Stream,
+        remote,
+        &headers,
+        &operation_id,
+        body,
+    )
+    .await
+    {
+        Ok(started) => Sse::new(event_stream(started)).into_response(),
         Err(e) => error_response(e),
     }
 }
 
-fn event_stream(
-    events: mpsc::UnboundedReceiver<CallEvent>,
-    guard: AbortOnDrop,
-    op_type: OperationType,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+fn event_stream(started: HttpCallStarted) -> impl Stream<Item = Result<Event, Infallible>> {
+    let op_type = started.op_type;
     // State: the receiver, the guard (dropped with the stream, aborting the
     // call if it is still open), and what comes next.
     #[derive(Clone, Copy, PartialEq)]
@@ -303,12 +459,12 @@ fn event_stream(
         End,
     }
     futures_util::stream::unfold(
-        (events, guard, Next::Event),
-        move |(mut events, guard, next)| async move {
+        (started, Next::Event),
+        move |(mut started, next)| async move {
             let (event, next) = match next {
                 Next::End => return None,
                 Next::Completed => (Event::default().event("completed").data("{}"), Next::End),
-                Next::Event => match events.recv().await {
+                Next::Event => match started.events.recv().await {
                     Some(CallEvent::Responded(output)) => {
                         // A query or mutation has one result; completed follows it.
                         let after = if op_type == OperationType::Subscription {
@@ -330,10 +486,25 @@ fn event_stream(
                             .data(error_body(&e).to_string()),
                         Next::End,
                     ),
+                    // The reader fell more than limits.max_outbound_bytes
+                    // behind: say so and end the stream (dropping the
+                    // guard aborts the call at its provider).
+                    None if started.events.overflowed() => {
+                        let error = CallError::new(
+                            ErrorCode::Overloaded,
+                            "slow consumer: the stream fell more than limits.max_outbound_bytes behind",
+                        );
+                        (
+                            Event::default()
+                                .event("error")
+                                .data(error_body(&error).to_string()),
+                            Next::End,
+                        )
+                    }
                     None => return None,
                 },
             };
-            Some((Ok(event), (events, guard, next)))
+            Some((Ok(event), (started, next)))
         },
     )
 }

@@ -10,7 +10,9 @@
 //!   or PostgreSQL; it is written on lifecycle events, never per call.
 //! - [`catalog`] is the in-memory index the call path reads.
 //! - [`session`] drives one WebSocket peer; [`connection`] is that peer as the
-//!   rest of the hub sees it.
+//!   rest of the hub sees it; [`sessions`] attaches, supersedes and ends
+//!   every session; [`auth`] says who a token belongs to and revokes.
+//! - [`limits`] counts what peers hold open against its caps.
 //! - [`registration`] turns declared operations into definitions and
 //!   registrations, through the remap of [`policy`].
 //! - [`dispatch`] is a call's life: lookup, access, validation, routing
@@ -18,6 +20,7 @@
 //! - [`builtins`] are the `hub.*` operations the hub serves itself.
 //! - [`http`] is the axum router; [`server`] starts and stops it all.
 
+pub mod auth;
 pub mod builtins;
 pub mod catalog;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod crypto;
 pub mod dispatch;
 pub mod http;
 pub mod imports;
+pub mod limits;
 pub mod mcp_server;
 pub mod names;
 pub mod peer;
@@ -36,5 +40,6 @@ pub mod registration;
 pub mod scaffold;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -221,6 +222,17 @@ enum PrincipalCommand {
     /// Remove one and its registrations.
     Remove {
         /// The id to remove.
+        id: String,
+    },
+    /// Disable one: its token stops working and a running hub closes its
+    /// sessions within seconds.
+    Disable {
+        /// The id to disable.
+        id: String,
+    },
+    /// Enable one again.
+    Enable {
+        /// The id to enable.
         id: String,
     },
 }
@@ -520,10 +532,21 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = config.server.clone();
     let running = alkhub::server::start(config).await?;
     shutdown_signal().await?;
     tracing::info!("shutting down");
-    running.shutdown().await
+    // Shutdown keeps its own hard deadline; this one is the last resort, for
+    // anything (a blocked database call) that keeps even that from returning.
+    let hard = Duration::from_millis(server.shutdown_grace_ms + server.shutdown_hard_ms)
+        + Duration::from_secs(2);
+    match tokio::time::timeout(hard, running.shutdown()).await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::error!("shutdown passed its hard deadline; exiting");
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
@@ -572,6 +595,14 @@ async fn principal(
         PrincipalCommand::Remove { id } => {
             let removed = store.remove_principal(kind, &id).await?;
             println!("removed {kind} {id} and {removed} registration(s)");
+        }
+        PrincipalCommand::Disable { id } => {
+            store.set_principal_enabled(kind, &id, false).await?;
+            println!("disabled {kind} {id}");
+        }
+        PrincipalCommand::Enable { id } => {
+            store.set_principal_enabled(kind, &id, true).await?;
+            println!("enabled {kind} {id}");
         }
     }
     store.close().await;

@@ -30,11 +30,11 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Entry};
-use crate::connection::now_ms;
+use crate::connection::{budgeted, now_ms};
 use crate::dispatch::{check_access, Access, CallError, CallEvent, CallRequest, Caller};
 use crate::http::{identify, AbortOnDrop};
 use crate::protocol::{ErrorCode, Identity, OperationType};
@@ -190,7 +190,7 @@ impl ServerHandler for Tools {
         };
         let input = serde_json::value::to_raw_value(&input)
             .map_err(|e| McpError::invalid_params(format!("unusable arguments: {e}"), None))?;
-        let (tx, mut events) = mpsc::unbounded_channel();
+        let (tx, mut events) = budgeted(self.hub.config().limits.max_outbound_bytes);
         let dispatcher = self.hub.dispatcher();
         let started = dispatcher.start(
             Caller::Channel(tx),

@@ -151,12 +151,21 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A frame exceeded the size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The socket failed (never sent: a local marker for a lost peer).
+    pub const ABNORMAL: u16 = 1006;
+    /// The peer did not answer pings for two heartbeat intervals.
+    pub const HEARTBEAT_TIMEOUT: u16 = 1011;
     /// Bad or missing token.
     pub const UNAUTHENTICATED: u16 = 4401;
     /// No `hello` within the deadline.
     pub const HELLO_TIMEOUT: u16 = 4408;
     /// A newer session of the same spoke took over.
     pub const SUPERSEDED: u16 = 4409;
+    /// The peer let more than `limits.max_outbound_bytes` pile up unread.
+    pub const SLOW_CONSUMER: u16 = 4413;
+    /// A cap on sessions was reached (`limits.max_sessions_per_client`,
+    /// `limits.max_connections`).
+    pub const TOO_MANY_SESSIONS: u16 = 4429;
 }
 
 /// The envelope of every frame: `{"type": ..., "payload": {...}}`. The
@@ -422,10 +431,23 @@ pub fn error_frame(code: ErrorCode, message: &str) -> String {
 /// Longest piece of peer input an error message quotes, in characters.
 pub const MAX_ECHO_CHARS: usize = 128;
 
+/// Longest error message about a frame, in characters: it may quote
+/// serde's description of the peer's input.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
 /// `text` cut to [`MAX_ECHO_CHARS`] characters (with `…` when cut), for
 /// quoting peer input in an error without echoing it unbounded.
 pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(MAX_ECHO_CHARS) {
+    clip_to(text, MAX_ECHO_CHARS)
+}
+
+/// A whole error message cut to [`MAX_MESSAGE_CHARS`] characters.
+pub fn clip_message(text: &str) -> std::borrow::Cow<'_, str> {
+    clip_to(text, MAX_MESSAGE_CHARS)
+}
+
+fn clip_to(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
         None => std::borrow::Cow::Borrowed(text),
         Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
     }

@@ -2,31 +2,34 @@
 //! the catalog, serve HTTP and WebSocket until shutdown, then answer or abort
 //! every open call and leave every registration inactive.
 //!
-//! [`Hub`] is the shared handle every handler and session receives; it owns
-//! the registry of live sessions but nothing about any single one.
+//! [`Hub`] is the shared handle every handler and session receives; the
+//! sessions themselves belong to [`crate::sessions`], token lookups to
+//! [`crate::auth`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::builtins::{self, HubBuiltins};
 use crate::catalog::Catalog;
-use crate::config::Config;
-use crate::connection::Connection;
-use crate::crypto::Token;
+use crate::config::{Config, LimitsConfig};
 use crate::dispatch::Dispatcher;
+use crate::limits::Quota;
 use crate::plugins::PluginHost;
-use crate::protocol::{close, PrincipalKind};
+use crate::protocol::close;
 use crate::registration::Registrar;
-use crate::store::{ImportKind, Principal, Store};
+use crate::sessions::SessionRegistry;
+use crate::store::{ImportKind, Store};
 
-/// The hub's shared state, cheap to clone.
+/// The hub's shared state, cheap to clone: a bundle of the handles each
+/// part owns (store, call path, registrations, plugins, sessions, auth, the
+/// concurrency caps), so that handlers and sessions receive one value.
 #[derive(Clone)]
 pub struct Hub {
     shared: Arc<Shared>,
@@ -38,21 +41,37 @@ struct Shared {
     dispatcher: Dispatcher,
     registrar: Registrar,
     plugins: PluginHost,
-    sessions: Mutex<Sessions>,
-    next_session: AtomicU64,
-    // HTTP callers authenticate per request; a short-lived cache keeps the
-    // database off that path. WebSocket sessions authenticate once, uncached.
-    auth_cache: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+    sessions: SessionRegistry,
+    auth: Auth,
+    quotas: Quotas,
     shutting_down: AtomicBool,
 }
 
-#[derive(Default)]
-struct Sessions {
-    all: HashMap<u64, Arc<Connection>>,
-    spokes: HashMap<String, Arc<Connection>>,
+/// The caps on what peers may hold open at once (see `[limits]`).
+pub struct Quotas {
+    /// WebSocket connections, authenticated or not (one key).
+    pub connections: Quota,
+    /// Connections that have not authenticated yet, per remote address.
+    pub unauthenticated: Quota,
+    /// HTTP calls, per principal.
+    pub http_calls: Quota,
+    /// SSE streams, per principal.
+    pub sse_streams: Quota,
 }
 
-const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
+impl Quotas {
+    fn new(limits: &LimitsConfig) -> Self {
+        Quotas {
+            connections: Quota::new(limits.max_connections, usize::MAX),
+            unauthenticated: Quota::new(
+                limits.max_unauthenticated,
+                limits.max_unauthenticated_per_address,
+            ),
+            http_calls: Quota::new(limits.max_http_calls, limits.max_http_calls_per_principal),
+            sse_streams: Quota::new(limits.max_sse_streams, limits.max_sse_streams_per_principal),
+        }
+    }
+}
 
 impl Hub {
     /// The storage handle.
@@ -80,108 +99,24 @@ impl Hub {
         &self.shared.registrar
     }
 
+    /// The live sessions.
+    pub fn sessions(&self) -> &SessionRegistry {
+        &self.shared.sessions
+    }
+
+    /// Token lookups.
+    pub fn auth(&self) -> &Auth {
+        &self.shared.auth
+    }
+
+    /// The caps on connections, HTTP calls and streams.
+    pub fn quotas(&self) -> &Quotas {
+        &self.shared.quotas
+    }
+
     /// True once shutdown has begun: new sessions and calls are refused.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// A fresh session id.
-    pub fn next_session_id(&self) -> u64 {
-        self.shared.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The enabled principal of `kind` holding `token`, if any.
-    pub async fn authenticate(&self, kind: PrincipalKind, token: &Token) -> Option<Principal> {
-        match self.store().find_principal_by_token(kind, token).await {
-            Ok(found) => found.filter(|p| p.enabled),
-            Err(e) => {
-                tracing::warn!(error = %e, "token lookup failed");
-                None
-            }
-        }
-    }
-
-    /// Like [`Hub::authenticate`] for either kind, cached for a few seconds.
-    pub async fn authenticate_cached(&self, token: &Token) -> Option<Principal> {
-        let kind = match token.kind()? {
-            crate::crypto::TokenKind::Spoke => PrincipalKind::Spoke,
-            crate::crypto::TokenKind::Client => PrincipalKind::Client,
-        };
-        let key = token.hash().0;
-        if let Some((found, at)) = self.shared.auth_cache.lock().unwrap().get(&key) {
-            if at.elapsed() < AUTH_CACHE_TTL {
-                return found.clone();
-            }
-        }
-        let found = self.authenticate(kind, token).await;
-        let mut cache = self.shared.auth_cache.lock().unwrap();
-        if cache.len() > 10_000 {
-            cache.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
-        }
-        cache.insert(key, (found.clone(), Instant::now()));
-        found
-    }
-
-    /// Adds a session to the registry. A spoke's older session is superseded:
-    /// its calls end with `PROVIDER_GONE`, it closes with 4409, and its
-    /// registrations are reset before the new session registers.
-    pub async fn attach(&self, connection: &Arc<Connection>) {
-        let old = {
-            let mut sessions = self.shared.sessions.lock().unwrap();
-            sessions
-                .all
-                .insert(connection.session_id, connection.clone());
-            match connection.identity.kind {
-                PrincipalKind::Spoke => sessions
-                    .spokes
-                    .insert(connection.identity.id.clone(), connection.clone()),
-                PrincipalKind::Client => None,
-            }
-        };
-        if let Some(old) = old {
-            tracing::info!(spoke = %old.identity.id, old = old.session_id, new = connection.session_id, "session superseded");
-            old.mark_superseded();
-            self.dispatcher()
-                .catalog()
-                .remove_session(old.session_id, None);
-            self.dispatcher().connection_gone(&old);
-            old.close(
-                close::SUPERSEDED,
-                "superseded by a newer session of this spoke",
-            );
-            if let Err(e) = self
-                .store()
-                .deactivate_provider(PrincipalKind::Spoke, &old.identity.id)
-                .await
-            {
-                tracing::warn!(error = %e, "could not reset the superseded session's registrations");
-            }
-        }
-    }
-
-    /// Removes a session from the registry.
-    pub fn detach(&self, connection: &Connection) {
-        let mut sessions = self.shared.sessions.lock().unwrap();
-        sessions.all.remove(&connection.session_id);
-        if connection.identity.kind == PrincipalKind::Spoke
-            && sessions
-                .spokes
-                .get(&connection.identity.id)
-                .is_some_and(|c| c.session_id == connection.session_id)
-        {
-            sessions.spokes.remove(&connection.identity.id);
-        }
-    }
-
-    fn live_sessions(&self) -> Vec<Arc<Connection>> {
-        self.shared
-            .sessions
-            .lock()
-            .unwrap()
-            .all
-            .values()
-            .cloned()
-            .collect()
     }
 }
 
@@ -205,29 +140,43 @@ impl RunningHub {
 
     /// Graceful shutdown: stop accepting, give open calls the grace period,
     /// abort the rest, close every session with 1001, and leave every
-    /// registration inactive in the database.
+    /// registration inactive in the database. Returns by the hard deadline
+    /// (`shutdown_grace_ms + shutdown_hard_ms`) whatever is still open: a
+    /// peer that never closes or a request body that never ends cannot hold
+    /// it.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let hub = &self.hub;
+        let server = &hub.config().server;
+        let grace = Duration::from_millis(server.shutdown_grace_ms);
+        let hard = grace + Duration::from_millis(server.shutdown_hard_ms);
+        let started = Instant::now();
         hub.shared.shutting_down.store(true, Ordering::Release);
         hub.dispatcher().drain();
         let _ = self.stop.send(true);
         self.stop_mcp.cancel();
-        let grace = Duration::from_millis(hub.config().server.shutdown_grace_ms);
-        let started = Instant::now();
         while hub.dispatcher().open_calls() > 0 && started.elapsed() < grace {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         hub.dispatcher().abort_all();
-        for connection in hub.live_sessions() {
+        for connection in hub.sessions().live() {
             connection.close(close::GOING_AWAY, "the hub is shutting down");
         }
-        let closing = Instant::now();
-        while !hub.live_sessions().is_empty() && closing.elapsed() < Duration::from_secs(5) {
+        while !hub.sessions().is_empty() && started.elapsed() < hard {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let left = hub.store().deactivate_all_registrations().await?;
         tracing::info!(deactivated = left, "registrations left inactive");
-        self.task.await??;
+        let mut task = self.task;
+        let remaining = hard.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, &mut task).await {
+            Ok(served) => served??,
+            Err(_) => {
+                tracing::warn!(
+                    "connections still open at the hard shutdown deadline (server.shutdown_hard_ms); dropping them"
+                );
+                task.abort();
+            }
+        }
         hub.store().close().await;
         Ok(())
     }
@@ -277,6 +226,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         builtins,
     );
     let registrar = Registrar::new(store.clone(), catalog, plugins.remap_policy());
+    let limits = &config.limits;
+    let sessions = SessionRegistry::new(
+        dispatcher.clone(),
+        registrar.clone(),
+        store.clone(),
+        limits.max_sessions_per_client,
+    );
+    let auth = Auth::new(
+        store.clone(),
+        Duration::from_millis(limits.auth_cache_ttl_ms),
+        limits.auth_cache_entries,
+    );
+    let quotas = Quotas::new(limits);
     let hub = Hub {
         shared: Arc::new(Shared {
             config,
@@ -284,14 +246,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
             dispatcher,
             registrar,
             plugins,
-            sessions: Mutex::default(),
-            next_session: AtomicU64::new(1),
-            auth_cache: Mutex::default(),
+            sessions,
+            auth,
+            quotas,
             shutting_down: AtomicBool::new(false),
         }),
     };
     let (stop, stopped) = watch::channel(false);
     spawn_cleanup(hub.clone(), stopped.clone());
+    spawn_revocation(hub.clone(), stopped.clone());
     for import in hub.store().list_imports().await? {
         if !import.enabled {
             continue;
@@ -311,13 +274,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     if hub.config().mcp.enabled {
         app = app.merge(crate::mcp_server::router(hub.clone(), stop_mcp.clone()));
     }
+    // Every route reads its request body within the size and time limits.
+    app = app.layer(axum::middleware::from_fn_with_state(
+        hub.clone(),
+        crate::http::bounded_body,
+    ));
     let mut stopped_http = stopped;
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped_http.wait_for(|s| *s).await;
-            })
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped_http.wait_for(|s| *s).await;
+        })
+        .await?;
         Ok(())
     });
     tracing::info!(%addr, "alkhub listening");
@@ -328,6 +299,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         stop_mcp,
         task,
     })
+}
+
+/// Closes the sessions of removed or disabled principals, every
+/// `limits.revocation_check_ms`.
+fn spawn_revocation(hub: Hub, mut stopped: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(hub.config().limits.revocation_check_ms.max(100));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            hub.auth().revoke_stale(hub.sessions()).await;
+        }
+    });
 }
 
 /// Deletes spoke-sourced definitions left without active registrations

@@ -6,57 +6,60 @@
 //! a frame means for calls is [`crate::dispatch`]'s business, and what it
 //! means for registrations is [`crate::registration`]'s.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
-
-use crate::connection::{Connection, Outbound};
+use crate::connection::{Connection, Outbound, OutboundQueue};
 use crate::crypto::Token;
 use crate::dispatch::{event_frame, CallError, CallEvent, CallRequest, Caller};
+use crate::limits::Permit;
 use crate::protocol::{
     self, close, CallEventIn, CallRequested, Envelope, ErrorCode, Hello, Identity, PrincipalKind,
     Register, RegisterResult, Rejected, Unregister, Welcome,
 };
 use crate::registration::SessionRegistrations;
 use crate::server::Hub;
+use crate::sessions::Origin;
+use crate::store::Principal;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
 
 type Sink = SplitSink<WebSocket, Message>;
 
-/// Runs a session to its end.
-pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token: Option<String>) {
+/// Runs a session to its end. `unauthenticated` is the connection's slot
+/// among those that have not authenticated yet; it is given back once the
+/// peer has.
+pub async fn run(
+    hub: Hub,
+    socket: WebSocket,
+    kind: PrincipalKind,
+    header_token: Option<String>,
+    unauthenticated: Permit,
+) {
     let (mut sink, mut stream) = socket.split();
     let limits = &hub.config().limits;
 
-    let Some(hello) = await_hello(
-        &mut sink,
-        &mut stream,
+    // The hello deadline covers every await before `welcome`: reading,
+    // answering bad frames, the token lookup, and the refusal.
+    let opening = tokio::time::timeout(
         Duration::from_millis(limits.hello_timeout_ms),
+        open(&hub, &mut sink, &mut stream, kind, header_token),
     )
-    .await
-    else {
-        return;
+    .await;
+    let (hello, principal) = match opening {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return,
+        Err(_) => {
+            let close = sink.send(close_frame(
+                close::HELLO_TIMEOUT,
+                "no hello within the deadline",
+            ));
+            let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, close).await;
+            return;
+        }
     };
-    let token = hello.token.clone().or(header_token).map(Token::new);
-    let principal = match token {
-        Some(token) => hub.authenticate(kind, &token).await,
-        None => None,
-    };
-    let Some(principal) = principal else {
-        let _ = sink
-            .send(text(protocol::error_frame(
-                ErrorCode::Unauthenticated,
-                &format!("a valid {kind} token is required on this endpoint"),
-            )))
-            .await;
-        let _ = sink
-            .send(close_frame(close::UNAUTHENTICATED, "unauthenticated"))
-            .await;
-        return;
-    };
+    drop(unauthenticated);
 
     let mut labels = principal.labels.clone();
     labels.extend(hello.labels.clone());
@@ -65,10 +68,33 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
         id: principal.id.clone(),
         scopes: principal.scopes.clone(),
     };
-    let (connection, outbound) = Connection::new(hub.next_session_id(), identity, labels);
-    hub.attach(&connection).await;
+    let sessions = hub.sessions();
+    let (connection, outbound) = Connection::new(
+        sessions.next_session_id(),
+        identity,
+        labels,
+        limits.max_outbound_bytes,
+    );
+    if let Err(refused) = sessions.attach(&connection, Origin::Peer(principal.created_at)) {
+        let refusal = async {
+            sink.send(text(protocol::error_frame(
+                ErrorCode::Overloaded,
+                &refused.to_string(),
+            )))
+            .await?;
+            sink.send(close_frame(close::TOO_MANY_SESSIONS, "too many sessions"))
+                .await
+        };
+        let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, refusal).await;
+        return;
+    }
     let heartbeat = Duration::from_millis(limits.heartbeat_ms.max(10));
-    let writer = tokio::spawn(write_frames(sink, outbound, heartbeat));
+    let writer = tokio::spawn(write_frames(
+        sink,
+        outbound,
+        heartbeat,
+        Arc::downgrade(&connection),
+    ));
 
     let mut mine = SessionRegistrations::new();
     let name = hello.name.clone().or(principal.name.clone());
@@ -105,7 +131,7 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
     let mut closing = connection.closing();
     let mut ticker = tokio::time::interval(heartbeat);
     let mut last_heard = Instant::now();
-    loop {
+    while !connection.is_closing() {
         tokio::select! {
             message = stream.next() => {
                 last_heard = Instant::now();
@@ -125,7 +151,7 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 2 {
                     tracing::info!(session = connection.session_id, "peer missed two heartbeats; dropping it");
-                    connection.close(1011, "heartbeat timeout");
+                    connection.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                     break;
                 }
             }
@@ -133,31 +159,63 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
         }
     }
 
-    session.end().await;
+    sessions.end(&connection, &session.mine).await;
     drop(session);
-    // The writer ends once every handle to the connection's queue is gone
-    // or it has sent a close frame; don't let a stuck peer hold it forever.
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The writer ends once it has sent the close frame; a peer that does not
+    // read (a slow consumer) must not hold it, and the socket, any longer.
+    let mut writer = writer;
+    if tokio::time::timeout(CLOSE_WRITE_LIMIT, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// How long the hub keeps writing a farewell (a close frame, a refusal) to
+/// a peer that may not be reading.
+const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Reads `hello` and authenticates it. Returns `None` when the peer left or
+/// was refused (already answered and closed).
+async fn open(
+    hub: &Hub,
+    sink: &mut Sink,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    kind: PrincipalKind,
+    header_token: Option<String>,
+) -> Option<(Hello, Principal)> {
+    let hello = await_hello(sink, stream).await?;
+    let token = hello.token.clone().or(header_token).map(Token::new);
+    let principal = match token {
+        Some(token) => hub.auth().authenticate(kind, &token).await,
+        None => None,
+    };
+    match principal {
+        Some(principal) => Some((hello, principal)),
+        None => {
+            let _ = sink
+                .send(text(protocol::error_frame(
+                    ErrorCode::Unauthenticated,
+                    &format!("a valid {kind} token is required on this endpoint"),
+                )))
+                .await;
+            let _ = sink
+                .send(close_frame(close::UNAUTHENTICATED, "unauthenticated"))
+                .await;
+            None
+        }
+    }
 }
 
 /// Waits for `hello`, answering anything else with `PROTOCOL_ERROR`.
-/// Returns `None` when the peer left or missed the deadline (closed with 4408).
+/// Returns `None` when the peer left or sent a frame over the size limit.
 async fn await_hello(
     sink: &mut Sink,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    limit: Duration,
 ) -> Option<Hello> {
-    let deadline = tokio::time::sleep(limit);
-    tokio::pin!(deadline);
     loop {
-        let message = tokio::select! {
-            _ = &mut deadline => {
-                let _ = sink.send(close_frame(close::HELLO_TIMEOUT, "no hello within the deadline")).await;
-                return None;
-            }
-            m = stream.next() => m,
-        };
-        let problem = match message {
+        let problem = match stream.next().await {
             Some(Ok(Message::Text(frame))) => {
                 match serde_json::from_str::<Envelope<'_>>(frame.as_str()) {
                     Ok(env) if env.kind == "hello" => {
@@ -168,7 +226,7 @@ async fn await_hello(
                             Err(e) => format!("invalid hello: {e}"),
                         }
                     }
-                    Ok(env) => format!("expected hello first, got {:?}", env.kind),
+                    Ok(env) => format!("expected hello first, got {:?}", protocol::clip(&env.kind)),
                     Err(e) => format!("frame is not a JSON object with a type: {e}"),
                 }
             }
@@ -196,18 +254,30 @@ async fn await_hello(
 
 /// Sends queued frames and heartbeat pings until a close frame or the end
 /// of the queue. Frames already queued are written together, flushed once.
+/// A socket that fails closes the connection, so that work on its behalf
+/// (a long registration) stops even while its reader is not being polled.
 async fn write_frames(
     mut sink: Sink,
-    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    mut outbound: OutboundQueue,
     heartbeat: Duration,
+    connection: Weak<Connection>,
 ) {
+    let failed = || {
+        if let Some(connection) = connection.upgrade() {
+            if !connection.is_closing() {
+                connection.close(close::ABNORMAL, "the socket failed");
+            }
+        }
+    };
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
     loop {
         let first = tokio::select! {
             next = outbound.recv() => next,
             _ = ticker.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() { return; }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return failed();
+                }
                 continue;
             }
         };
@@ -219,7 +289,7 @@ async fn write_frames(
             match item {
                 Outbound::Text(frame) => {
                     if sink.feed(text(frame)).await.is_err() {
-                        return;
+                        return failed();
                     }
                 }
                 Outbound::Close(code, reason) => {
@@ -228,12 +298,12 @@ async fn write_frames(
                 }
             }
             match outbound.try_recv() {
-                Ok(next) => item = next,
-                Err(_) => break,
+                Some(next) => item = next,
+                None => break,
             }
         }
         if sink.flush().await.is_err() {
-            return;
+            return failed();
         }
     }
 }
@@ -300,9 +370,13 @@ struct Session {
 }
 
 impl Session {
+    /// Reports a bad frame. Messages quote serde's errors, which may quote
+    /// the peer's input: they are clipped.
     fn protocol_error(&self, message: &str) {
-        self.connection
-            .send(protocol::error_frame(ErrorCode::ProtocolError, message));
+        self.connection.send(protocol::error_frame(
+            ErrorCode::ProtocolError,
+            &protocol::clip_message(message),
+        ));
     }
 
     async fn on_text(&mut self, frame: &str) {
@@ -348,7 +422,9 @@ impl Session {
                 Err(e) => self.protocol_error(&format!("invalid unregister: {e}")),
             },
             "hello" => self.protocol_error("hello was already received on this session"),
-            other => self.protocol_error(&format!("unknown frame type {other:?}")),
+            other => {
+                self.protocol_error(&format!("unknown frame type {:?}", protocol::clip(other)))
+            }
         }
     }
 
@@ -359,6 +435,7 @@ impl Session {
                 let message = format!("invalid call.requested: {e}");
                 return match request_id_of(payload) {
                     Some(id) => {
+                        let message = protocol::clip_message(&message).into_owned();
                         let error =
                             CallEvent::Error(CallError::new(ErrorCode::ProtocolError, message));
                         self.connection.send(event_frame(&id, &error));
@@ -367,7 +444,7 @@ impl Session {
                 };
             }
         };
-        if call.request_id.chars().count() > 128 {
+        if call.request_id.chars().count() > MAX_REQUEST_ID_CHARS {
             return self.protocol_error("requestId is longer than 128 characters");
         }
         let request_id: Arc<str> = call.request_id.as_ref().into();
@@ -415,35 +492,20 @@ impl Session {
             self.protocol_error(&error.message);
         }
     }
-
-    /// Leaves nothing behind: calls answered or aborted, providers out of the
-    /// catalog, registrations inactive, the session out of the registry.
-    async fn end(&mut self) {
-        let connection = &self.connection;
-        self.hub.detach(connection);
-        let dispatcher = self.hub.dispatcher();
-        dispatcher
-            .catalog()
-            .remove_session(connection.session_id, None);
-        dispatcher.connection_gone(connection);
-        if let Err(e) = self
-            .hub
-            .registrar()
-            .session_ended(connection, &self.mine)
-            .await
-        {
-            tracing::warn!(error = %e, "could not mark the session's registrations inactive");
-        }
-        let _ = self
-            .hub
-            .store()
-            .touch_principal(connection.identity.kind, &connection.identity.id, false)
-            .await;
-        tracing::info!(session = connection.session_id, id = %connection.identity.id, "session ended");
-    }
 }
 
+/// Longest `requestId` a caller may use (protocol §4).
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// The `requestId` of a payload that did not parse as a call, if it has a
+/// usable one, so the caller's call can still be answered.
 fn request_id_of(payload: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    value.get("requestId")?.as_str().map(str::to_owned)
+    #[derive(serde::Deserialize)]
+    struct RequestIdOnly<'a> {
+        #[serde(borrow, rename = "requestId")]
+        request_id: std::borrow::Cow<'a, str>,
+    }
+    let probe: RequestIdOnly<'_> = serde_json::from_str(payload).ok()?;
+    (probe.request_id.chars().count() <= MAX_REQUEST_ID_CHARS)
+        .then(|| probe.request_id.into_owned())
 }

@@ -20,7 +20,9 @@ use tokio::task::AbortHandle;
 use crate::catalog::Provider;
 use crate::connection::{Connection, Outbound};
 use crate::protocol::{self, close, Identity, PrincipalKind};
+use crate::registration::SessionRegistrations;
 use crate::server::Hub;
+use crate::sessions::Origin;
 use crate::store::NewRegistration;
 
 /// One call for the handler.
@@ -128,9 +130,15 @@ pub async fn serve(
         id: provider_id.to_owned(),
         scopes: Vec::new(),
     };
-    let (connection, mut rx) = Connection::new(hub.next_session_id(), identity, BTreeMap::new());
-    hub.attach(&connection).await;
-    let mut served = Vec::new();
+    let sessions = hub.sessions();
+    let (connection, mut rx) = Connection::new(
+        sessions.next_session_id(),
+        identity,
+        BTreeMap::new(),
+        hub.config().limits.max_outbound_bytes,
+    );
+    sessions.attach(&connection, Origin::Internal)?;
+    let mut served = SessionRegistrations::new();
     for operation_id in operations {
         let Some((namespace, name)) = crate::names::split_operation_id(operation_id) else {
             continue;
@@ -149,16 +157,20 @@ pub async fn serve(
                 metadata: metadata.clone(),
             })
             .await?;
+        let registration_id: Arc<str> = registration.id.into();
         hub.dispatcher().catalog().add_provider(
             operation_id,
             Provider {
-                registration_id: registration.id.clone().into(),
+                registration_id: registration_id.clone(),
                 pre_remap_id: operation_id.as_str().into(),
                 connection: connection.clone(),
                 in_flight: Arc::new(AtomicU32::new(0)),
             },
         );
-        served.push(registration.id);
+        served.insert(
+            operation_id.clone(),
+            (operation_id.clone(), registration_id),
+        );
     }
 
     let (done_tx, done) = tokio::sync::watch::channel(false);
@@ -204,17 +216,7 @@ pub async fn serve(
         for (_, task) in open.lock().unwrap().drain() {
             task.abort();
         }
-        let dispatcher = hub.dispatcher();
-        hub.detach(&conn);
-        dispatcher.catalog().remove_session(conn.session_id, None);
-        dispatcher.connection_gone(&conn);
-        if let Err(e) = hub
-            .store()
-            .deactivate_registrations(PrincipalKind::Client, &conn.identity.id, &served)
-            .await
-        {
-            tracing::warn!(error = %e, provider = %conn.identity.id, "could not mark registrations inactive");
-        }
+        hub.sessions().end(&conn, &served).await;
         let _ = done_tx.send(true);
     });
     Ok(Serving { connection, done })

@@ -218,6 +218,35 @@ impl Store {
         Ok(registrations)
     }
 
+    /// Enables or disables a principal. A disabled one cannot authenticate,
+    /// and a running hub closes its live sessions (4401) within
+    /// `limits.revocation_check_ms`.
+    pub async fn set_principal_enabled(
+        &self,
+        kind: PrincipalKind,
+        id: &str,
+        enabled: bool,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET enabled = $1, updated_at = $2 WHERE id = $3",
+            table(kind)
+        );
+        let changed = on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(enabled)
+            .bind(now())
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound {
+                kind: kind.as_str(),
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Records that a session of the principal started (`connected`) or was
     /// seen alive or ended.
     pub async fn touch_principal(
