@@ -146,6 +146,21 @@ pub struct LimitsConfig {
     pub default_http_timeout_ms: u64,
     /// Operations one `hello` or `register` may declare.
     pub max_operations_per_register: usize,
+    /// Links in a chain of calls (a call, its child, the child's child...);
+    /// a call that would be deeper is answered `OVERLOADED`.
+    pub max_call_depth: u32,
+    /// Deepest nesting of arrays and objects in an input that is checked
+    /// against an input schema; deeper input is answered `VALIDATION_ERROR`.
+    pub max_input_depth: u32,
+    /// Inputs larger than this many bytes are validated off the async
+    /// workers (the worker hands its other tasks over while it validates).
+    pub inline_validation_bytes: usize,
+    /// Calls one principal (all its sessions and HTTP requests; anonymous
+    /// callers share one) may start per second; 0 is unlimited. Over it, a
+    /// call is answered `OVERLOADED` with `retryAfterMs` in its details.
+    pub calls_per_second_per_principal: u32,
+    /// Calls one principal may start at once above its rate, after a pause.
+    pub call_burst_per_principal: u32,
 }
 
 impl Default for LimitsConfig {
@@ -157,6 +172,11 @@ impl Default for LimitsConfig {
             max_open_calls_per_connection: 1024,
             default_http_timeout_ms: 30_000,
             max_operations_per_register: 1024,
+            max_call_depth: 32,
+            max_input_depth: 64,
+            inline_validation_bytes: 64 * 1024,
+            calls_per_second_per_principal: 10_000,
+            call_burst_per_principal: 20_000,
         }
     }
 }
@@ -357,6 +377,21 @@ max_open_calls_per_connection = 1024
 default_http_timeout_ms = 30000
 # Operations one hello or register may declare.
 max_operations_per_register = 1024
+# Links in a chain of calls (a call, its child, the child's child...);
+# a call that would be deeper is answered OVERLOADED.
+max_call_depth = 32
+# Deepest nesting of arrays and objects in an input that is checked
+# against an input schema; deeper input is answered VALIDATION_ERROR.
+max_input_depth = 64
+# Inputs larger than this many bytes are validated off the async
+# workers (the worker hands its other tasks over while it validates).
+inline_validation_bytes = 65536
+# Calls one principal (all its sessions and HTTP requests; anonymous
+# callers share one) may start per second; 0 is unlimited. Over it, a
+# call is answered OVERLOADED with retryAfterMs in its details.
+calls_per_second_per_principal = 10000
+# Calls one principal may start at once above its rate, after a pause.
+call_burst_per_principal = 20000
 
 [mcp]
 # Serve the hub's operations as MCP tools at /mcp (streamable HTTP, bearer token).
