@@ -185,6 +185,21 @@ pub struct LimitsConfig {
     /// Milliseconds between two checks for removed or disabled principals,
     /// whose live sessions are then closed with 4401.
     pub revocation_check_ms: u64,
+    /// Links in a chain of calls (a call, its child, the child's child...);
+    /// a call that would be deeper is answered `OVERLOADED`.
+    pub max_call_depth: u32,
+    /// Deepest nesting of arrays and objects in an input that is checked
+    /// against an input schema; deeper input is answered `VALIDATION_ERROR`.
+    pub max_input_depth: u32,
+    /// Inputs larger than this many bytes are validated off the async
+    /// workers (the worker hands its other tasks over while it validates).
+    pub inline_validation_bytes: usize,
+    /// Calls one principal (all its sessions and HTTP requests; anonymous
+    /// callers share one) may start per second; 0 is unlimited. Over it, a
+    /// call is answered `OVERLOADED` with `retryAfterMs` in its details.
+    pub calls_per_second_per_principal: u32,
+    /// Calls one principal may start at once above its rate, after a pause.
+    pub call_burst_per_principal: u32,
 }
 
 impl Default for LimitsConfig {
@@ -209,6 +224,11 @@ impl Default for LimitsConfig {
             auth_cache_ttl_ms: 5_000,
             auth_cache_entries: 10_000,
             revocation_check_ms: 2_000,
+            max_call_depth: 32,
+            max_input_depth: 64,
+            inline_validation_bytes: 64 * 1024,
+            calls_per_second_per_principal: 10_000,
+            call_burst_per_principal: 20_000,
         }
     }
 }
@@ -441,6 +461,21 @@ auth_cache_entries = 10000
 # Milliseconds between checks for removed or disabled principals, whose
 # live sessions are then closed with 4401.
 revocation_check_ms = 2000
+# Links in a chain of calls (a call, its child, the child's child...);
+# a call that would be deeper is answered OVERLOADED.
+max_call_depth = 32
+# Deepest nesting of arrays and objects in an input that is checked
+# against an input schema; deeper input is answered VALIDATION_ERROR.
+max_input_depth = 64
+# Inputs larger than this many bytes are validated off the async
+# workers (the worker hands its other tasks over while it validates).
+inline_validation_bytes = 65536
+# Calls one principal (all its sessions and HTTP requests; anonymous
+# callers share one) may start per second; 0 is unlimited. Over it, a
+# call is answered OVERLOADED with retryAfterMs in its details.
+calls_per_second_per_principal = 10000
+# Calls one principal may start at once above its rate, after a pause.
+call_burst_per_principal = 20000
 
 [mcp]
 # Serve the hub's operations as MCP tools at /mcp (streamable HTTP, bearer token).

@@ -6,9 +6,16 @@
 //! through [`Dispatcher::finish`], which is where "no call is ever left
 //! without an answer" is kept. Nothing here reads the database, awaits while
 //! holding a lock, or knows about WebSockets or HTTP.
+//!
+//! Calls form a graph: a provider may start child calls of a call it serves
+//! (`parentRequestId`). Only the connection a call was delivered to may name
+//! it as parent, chains are at most `limits.max_call_depth` long, and a
+//! parent that ends early ends its children through a work list, never by
+//! recursion, so a chain of any length is torn down in constant stack.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -17,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::catalog::{Catalog, Entry};
+use crate::config::LimitsConfig;
 use crate::connection::{now_ms, BudgetedSender, Connection};
 use crate::policy::{Candidate, Decision, RouteCall, RoutingPolicy};
 use crate::protocol::{
@@ -105,6 +113,9 @@ enum End {
     ProviderAborted,
     Timeout(&'static str),
     ParentEnded,
+    /// The parent ended between the child's checks and its forwarding: the
+    /// child never reached its provider.
+    ParentAlreadyEnded,
     Shutdown,
 }
 
@@ -121,7 +132,15 @@ struct Call {
     in_flight: Arc<AtomicU32>,
     op_type: OperationType,
     operation_id: Arc<str>,
-    children: Vec<u64>,
+    /// The call this one serves, if any; the child leaves its parent's
+    /// `children` when it ends, so a long-lived parent does not grow.
+    parent: Option<u64>,
+    /// Links in the chain ending here (a call without a parent is 1).
+    depth: u32,
+    /// Open children. Bounded without a limit of its own: every child of a
+    /// call is a call of the one connection serving it, so
+    /// `limits.max_open_calls_per_connection` caps them.
+    children: HashSet<u64>,
     timer: Option<tokio::task::AbortHandle>,
     deadline: Option<Instant>,
     idle: Option<Duration>,
@@ -143,9 +162,25 @@ struct Shared {
     // one lock; each critical section is a map insert, remove or probe.
     calls: Box<[Mutex<HashMap<u64, Call>>]>,
     next_id: AtomicU64,
-    max_open_calls: usize,
+    limits: CallLimits,
+    rate: RateLimiter,
     builtins: Arc<dyn Builtins>,
     draining: std::sync::atomic::AtomicBool,
+}
+
+/// The limits of `[limits]` that the call path enforces.
+struct CallLimits {
+    max_open_calls: usize,
+    max_call_depth: u32,
+    max_input_depth: u32,
+    inline_validation_bytes: usize,
+}
+
+/// A parent named by a call, checked: open and served by the caller.
+#[derive(Clone, Copy)]
+struct Parent {
+    id: u64,
+    depth: u32,
 }
 
 /// Operations the hub serves itself (`hub.*`). Implemented by the server,
@@ -186,7 +221,7 @@ impl Dispatcher {
     pub fn new(
         catalog: Catalog,
         routing: Arc<dyn RoutingPolicy>,
-        max_open_calls: usize,
+        limits: &LimitsConfig,
         builtins: Arc<dyn Builtins>,
     ) -> Self {
         Dispatcher {
@@ -195,7 +230,16 @@ impl Dispatcher {
                 routing: RwLock::new(routing),
                 calls: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 next_id: AtomicU64::new(1),
-                max_open_calls,
+                limits: CallLimits {
+                    max_open_calls: limits.max_open_calls_per_connection,
+                    max_call_depth: limits.max_call_depth,
+                    max_input_depth: limits.max_input_depth,
+                    inline_validation_bytes: limits.inline_validation_bytes,
+                },
+                rate: RateLimiter::new(
+                    limits.calls_per_second_per_principal,
+                    limits.call_burst_per_principal,
+                ),
                 builtins,
                 draining: Default::default(),
             }),
@@ -224,6 +268,17 @@ impl Dispatcher {
             .iter()
             .map(|s| s.lock().unwrap().len())
             .sum()
+    }
+
+    /// Open children of the call the hub delivered as `request_id` (for
+    /// observing that children leave their parent when they end).
+    pub fn open_children(&self, request_id: &str) -> Option<usize> {
+        let id = parse_hub_id(request_id)?;
+        self.shard(id)
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|c| c.children.len())
     }
 
     fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Call>> {
@@ -255,10 +310,13 @@ impl Dispatcher {
             if calls.calling.contains_key(request_id) {
                 return Err(CallError::new(
                     ErrorCode::ProtocolError,
-                    format!("requestId {request_id:?} is already in use by an open call"),
+                    format!(
+                        "requestId {:?} is already in use by an open call",
+                        protocol::clip(request_id)
+                    ),
                 ));
             }
-            if calls.calling.len() >= self.shared.max_open_calls {
+            if calls.calling.len() >= self.shared.limits.max_open_calls {
                 return Err(CallError::new(
                     ErrorCode::Overloaded,
                     format!(
@@ -268,10 +326,15 @@ impl Dispatcher {
                 ));
             }
         }
+        self.shared.rate.admit(identity)?;
+        let parent = self.parent(&caller, request.parent_request_id)?;
         let entry = self.lookup(request.operation_id, identity)?;
-        let input = validate(&entry, request.input)?;
+        let judged = self.validate(&entry, request.input)?;
         if entry.definition.spec.source == Source::Builtin {
-            let input = input.unwrap_or_else(|| parse_input(request.input));
+            let input = match judged {
+                Some(value) => value,
+                None => read_input(request.input, self.shared.limits.max_input_depth)?,
+            };
             self.shared.builtins.run(
                 &entry.definition.id,
                 input,
@@ -302,10 +365,73 @@ impl Dispatcher {
             }
             None => None,
         };
+        // The provider receives exactly what the validator judged: the
+        // parsed input written out again, not the caller's text (which may
+        // hold duplicate keys or numbers the parser read differently).
+        let judged_input = match (&judged, request.input) {
+            (Some(value), Some(_)) => {
+                Some(serde_json::value::to_raw_value(value).expect("a parsed input serializes"))
+            }
+            _ => None,
+        };
+        let input = judged_input.as_deref().or(request.input);
         let provider = self.route(&entry, identity, request.metadata.as_ref())?;
-        Ok(Some(self.forward(
-            caller, identity, &entry, provider, &request, deadline,
-        )))
+        self.forward(
+            caller, identity, &entry, provider, &request, input, parent, deadline,
+        )
+        .map(Some)
+    }
+
+    /// Checks the call's `parentRequestId`: the parent must be open and
+    /// delivered to the very connection that names it, and the chain must
+    /// stay within `limits.max_call_depth`.
+    fn parent(&self, caller: &Caller, named: Option<&str>) -> Result<Option<Parent>, CallError> {
+        let Some(named) = named else {
+            return Ok(None);
+        };
+        let not_served_here = || {
+            CallError::new(
+                ErrorCode::ProtocolError,
+                format!(
+                    "parentRequestId {:?} is not a call this connection is serving",
+                    protocol::clip(named)
+                ),
+            )
+        };
+        // Channel callers (HTTP, MCP) serve nothing, so they have no parent.
+        let Caller::Connection { connection, .. } = caller else {
+            return Err(not_served_here());
+        };
+        let Some(id) = parse_hub_id(named) else {
+            return Err(not_served_here());
+        };
+        let depth = match self.shard(id).lock().unwrap().get(&id) {
+            Some(call) if call.provider.session_id == connection.session_id => call.depth + 1,
+            Some(_) => return Err(not_served_here()),
+            // A parent that already ended: had the child come a moment
+            // earlier, the parent's end would have aborted it.
+            None if id < self.shared.next_id.load(Ordering::Relaxed) => {
+                return Err(CallError::new(
+                    ErrorCode::Aborted,
+                    format!(
+                        "the parent call {} has already ended",
+                        protocol::clip(named)
+                    ),
+                ))
+            }
+            None => return Err(not_served_here()),
+        };
+        let max = self.shared.limits.max_call_depth;
+        if depth > max {
+            return Err(CallError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "the call would be link {depth} of a chain of calls, \
+                     more than limits.max_call_depth ({max})"
+                ),
+            ));
+        }
+        Ok(Some(Parent { id, depth }))
     }
 
     /// Finds the definition and checks that `identity` may call it.
@@ -396,6 +522,7 @@ impl Dispatcher {
     }
 
     /// Records the call and sends it to the chosen provider.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         caller: Caller,
@@ -403,12 +530,13 @@ impl Dispatcher {
         entry: &Entry,
         chosen: usize,
         request: &CallRequest<'_>,
+        input: Option<&RawValue>,
+        parent: Option<Parent>,
         deadline: Option<Instant>,
-    ) -> u64 {
+    ) -> Result<u64, CallError> {
         let provider = &entry.providers[chosen];
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let hub_request_id = format!("h{id}");
-        let parent = request.parent_request_id.and_then(parse_hub_id);
         let idle = request.idle_timeout_ms.map(Duration::from_millis);
         let anonymous = anonymous_identity();
         let frame = protocol::frame(
@@ -416,7 +544,7 @@ impl Dispatcher {
             &ForwardedCall {
                 request_id: &hub_request_id,
                 operation_id: &provider.pre_remap_id,
-                input: request.input,
+                input,
                 parent_request_id: request.parent_request_id,
                 deadline: request.deadline_ms,
                 idle_timeout: request.idle_timeout_ms,
@@ -424,17 +552,39 @@ impl Dispatcher {
                 identity: identity.unwrap_or(&anonymous),
             },
         );
-        if let Caller::Connection {
-            connection,
-            request_id,
-        } = &caller
-        {
-            connection
-                .calls
-                .lock()
-                .unwrap()
-                .calling
-                .insert(request_id.clone(), id);
+        // Order matters: the call is in the caller's and the provider's
+        // books before it is in the shard, so that whoever ends it (a
+        // departure, a parent's cascade, shutdown) finds every trace of it.
+        let caller_calls = match &caller {
+            Caller::Connection {
+                connection,
+                request_id,
+            } => {
+                connection
+                    .calls
+                    .lock()
+                    .unwrap()
+                    .calling
+                    .insert(request_id.clone(), id);
+                Some((connection.clone(), request_id.clone()))
+            }
+            Caller::Channel(_) => None,
+        };
+        let accepted = {
+            let mut calls = provider.connection.calls.lock().unwrap();
+            if !calls.gone {
+                calls.serving.insert(id);
+            }
+            !calls.gone
+        };
+        if !accepted {
+            if let Some((connection, request_id)) = caller_calls {
+                connection.calls.lock().unwrap().calling.remove(&request_id);
+            }
+            return Err(CallError::new(
+                ErrorCode::ProviderGone,
+                "the provider disconnected before it answered",
+            ));
         }
         provider.in_flight.fetch_add(1, Ordering::Relaxed);
         self.shard(id).lock().unwrap().insert(
@@ -445,7 +595,9 @@ impl Dispatcher {
                 in_flight: provider.in_flight.clone(),
                 op_type: entry.definition.spec.op_type,
                 operation_id: entry.definition.id.as_str().into(),
-                children: Vec::new(),
+                parent: parent.map(|p| p.id),
+                depth: parent.map_or(1, |p| p.depth),
+                children: HashSet::new(),
                 timer: None,
                 deadline,
                 idle,
@@ -453,23 +605,26 @@ impl Dispatcher {
             },
         );
         if let Some(parent) = parent {
-            if let Some(call) = self.shard(parent).lock().unwrap().get_mut(&parent) {
-                call.children.push(id);
+            // Under the parent's shard lock, so that either the parent's end
+            // sees this child or this sees the parent gone.
+            let linked = self
+                .shard(parent.id)
+                .lock()
+                .unwrap()
+                .get_mut(&parent.id)
+                .map(|p| p.children.insert(id))
+                .is_some();
+            if !linked {
+                self.finish(id, End::ParentAlreadyEnded);
+                return Ok(id);
             }
         }
-        let accepted = {
-            let mut calls = provider.connection.calls.lock().unwrap();
-            if !calls.gone {
-                calls.serving.insert(id);
-            }
-            !calls.gone
-        };
-        if !accepted || !provider.connection.send(frame) {
+        if !provider.connection.send(frame) {
             self.finish(id, End::ProviderGone);
         } else if deadline.is_some() || idle.is_some() {
             self.arm_timer(id);
         }
-        id
+        Ok(id)
     }
 
     /// Watches a call's deadline and idle timeout.
@@ -646,11 +801,25 @@ impl Dispatcher {
     }
 
     /// Ends a call exactly once: tells the caller and, when the call stops
-    /// early, the provider; then ends the call's children.
+    /// early, the provider; then ends the call's children, and theirs, from
+    /// a work list (a chain may be as deep as `limits.max_call_depth`).
     fn finish(&self, id: u64, end: End) {
-        let Some(call) = self.shard(id).lock().unwrap().remove(&id) else {
-            return;
-        };
+        let mut work = vec![(id, end)];
+        while let Some((id, end)) = work.pop() {
+            if let Some(children) = self.finish_one(id, end) {
+                work.extend(children.into_iter().map(|c| (c, End::ParentEnded)));
+            }
+        }
+    }
+
+    /// Ends one call; returns its children when they must end too.
+    fn finish_one(&self, id: u64, end: End) -> Option<HashSet<u64>> {
+        let call = self.shard(id).lock().unwrap().remove(&id)?;
+        if let Some(parent) = call.parent {
+            if let Some(parent) = self.shard(parent).lock().unwrap().get_mut(&parent) {
+                parent.children.remove(&id);
+            }
+        }
         call.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Some(timer) = &call.timer {
             timer.abort();
@@ -684,11 +853,7 @@ impl Dispatcher {
         }
         let early = end.is_early();
         deliver(&call.caller, end);
-        if early {
-            for child in call.children {
-                self.finish(child, End::ParentEnded);
-            }
-        }
+        early.then_some(call.children)
     }
 }
 
@@ -719,6 +884,10 @@ fn deliver(caller: &Caller, end: End) {
         End::ParentEnded => CallEvent::Error(CallError::new(
             ErrorCode::Aborted,
             "the parent call ended early",
+        )),
+        End::ParentAlreadyEnded => CallEvent::Error(CallError::new(
+            ErrorCode::Aborted,
+            "the parent call has already ended",
         )),
         End::ProviderAborted => CallEvent::Error(CallError::new(
             ErrorCode::Aborted,
@@ -818,39 +987,202 @@ pub fn check_access(entry: &Entry, identity: Option<&Identity>) -> Access {
     }
 }
 
-fn parse_input(input: Option<&RawValue>) -> serde_json::Value {
-    input
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
-        .unwrap_or(serde_json::Value::Null)
+impl Dispatcher {
+    /// Checks the input against the compiled schema. Returns the parsed
+    /// input, which is what the provider receives.
+    ///
+    /// Small inputs are validated right here; larger ones (over
+    /// `limits.inline_validation_bytes`) inside `block_in_place`, which
+    /// hands this worker's other tasks to another thread first, so a costly
+    /// validation delays only the call (and the session) it belongs to.
+    fn validate(
+        &self,
+        entry: &Entry,
+        input: Option<&RawValue>,
+    ) -> Result<Option<serde_json::Value>, CallError> {
+        let Some(validator) = &entry.validator else {
+            return Ok(None);
+        };
+        let max_depth = self.shared.limits.max_input_depth;
+        let judge = || -> Result<serde_json::Value, CallError> {
+            let value = read_input(input, max_depth)?;
+            let errors: Vec<serde_json::Value> = validator
+                .iter_errors(&value)
+                .take(32)
+                .map(|e| serde_json::json!({"instancePath": protocol::clip(&e.instance_path().to_string()), "message": protocol::clip(&e.to_string())}))
+                .collect();
+            if errors.is_empty() {
+                return Ok(value);
+            }
+            let mut error = CallError::new(
+                ErrorCode::ValidationError,
+                format!(
+                    "input does not match the input schema of {}",
+                    entry.definition.id
+                ),
+            );
+            error.details =
+                serde_json::value::to_raw_value(&serde_json::json!({ "errors": errors })).ok();
+            Err(error)
+        };
+        let large =
+            input.is_some_and(|raw| raw.get().len() > self.shared.limits.inline_validation_bytes);
+        let value = if large && on_multi_thread_runtime() {
+            tokio::task::block_in_place(judge)?
+        } else {
+            judge()?
+        };
+        Ok(Some(value))
+    }
 }
 
-/// Checks the input against the compiled schema. Returns the parsed input
-/// when it had to be parsed, so built-ins need not parse it again.
-fn validate(
-    entry: &Entry,
-    input: Option<&RawValue>,
-) -> Result<Option<serde_json::Value>, CallError> {
-    let Some(validator) = &entry.validator else {
-        return Ok(None);
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Reads an input as the value a validator (or a built-in) judges. Input
+/// the parser cannot represent (a number out of range such as `1e400`) or
+/// nested deeper than `max_depth` is a `VALIDATION_ERROR`: it must never
+/// pass as something else, such as `null`.
+fn read_input(input: Option<&RawValue>, max_depth: u32) -> Result<serde_json::Value, CallError> {
+    let Some(raw) = input else {
+        return Ok(serde_json::Value::Null);
     };
-    let value = parse_input(input);
-    let errors: Vec<serde_json::Value> = validator
-        .iter_errors(&value)
-        .take(32)
-        .map(|e| serde_json::json!({"instancePath": e.instance_path().to_string(), "message": e.to_string()}))
-        .collect();
-    if errors.is_empty() {
-        return Ok(Some(value));
+    let unreadable = |message: String| {
+        let mut error = CallError::new(ErrorCode::ValidationError, message.clone());
+        error.details = serde_json::value::to_raw_value(
+            &serde_json::json!({"errors": [{"instancePath": "", "message": message}]}),
+        )
+        .ok();
+        error
+    };
+    if nesting_exceeds(raw.get(), max_depth) {
+        return Err(unreadable(format!(
+            "input nests arrays and objects deeper than limits.max_input_depth ({max_depth})"
+        )));
     }
-    let mut error = CallError::new(
-        ErrorCode::ValidationError,
-        format!(
-            "input does not match the input schema of {}",
-            entry.definition.id
-        ),
-    );
-    error.details = serde_json::value::to_raw_value(&serde_json::json!({ "errors": errors })).ok();
-    Err(error)
+    serde_json::from_str(raw.get())
+        .map_err(|e| unreadable(format!("input cannot be read as a JSON value: {e}")))
+}
+
+/// Whether arrays and objects in `json` (valid JSON text) nest deeper than
+/// `max`. A scan of the bytes, so that depth is refused before any parser
+/// recurses into it.
+fn nesting_exceeds(json: &str, max: u32) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// One token bucket per principal (`limits.calls_per_second_per_principal`,
+/// `limits.call_burst_per_principal`). Anonymous callers share one bucket:
+/// the call path knows no address to tell them apart.
+struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    // Principals are hashed with a per-process random key, so no peer can
+    // aim for another's bucket, and the hot path allocates no key.
+    hasher: std::hash::RandomState,
+    shards: Box<[Mutex<Buckets>]>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    by_principal: HashMap<u64, Bucket>,
+    /// Size at which idle buckets are swept next.
+    sweep_at: usize,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Buckets one shard holds before it sweeps out full (idle) ones.
+const BUCKETS_BEFORE_SWEEP: usize = 256;
+
+impl RateLimiter {
+    fn new(per_second: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            hasher: std::hash::RandomState::new(),
+            shards: (0..16).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// Takes one token of the caller's bucket, or says when to retry.
+    fn admit(&self, identity: Option<&Identity>) -> Result<(), CallError> {
+        if self.per_second == 0.0 {
+            return Ok(());
+        }
+        let key = self
+            .hasher
+            .hash_one(identity.map(|i| (i.kind, i.id.as_str())));
+        let now = Instant::now();
+        let tokens = {
+            let mut shard = self.shards[(key % 16) as usize].lock().unwrap();
+            if shard.by_principal.len() >= shard.sweep_at {
+                // A bucket that has refilled is the same as no bucket: drop
+                // those, so the map holds only principals active lately.
+                let (per_second, burst) = (self.per_second, self.burst);
+                shard.by_principal.retain(|_, b| {
+                    b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst
+                });
+                shard.sweep_at = (shard.by_principal.len() * 2).max(BUCKETS_BEFORE_SWEEP);
+            }
+            let bucket = shard.by_principal.entry(key).or_insert(Bucket {
+                tokens: self.burst,
+                at: now,
+            });
+            let refill = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
+            bucket.tokens = (bucket.tokens + refill).min(self.burst);
+            bucket.at = now;
+            if bucket.tokens >= 1.0 {
+                bucket.tokens -= 1.0;
+                return Ok(());
+            }
+            bucket.tokens
+        };
+        let retry_after_ms = (((1.0 - tokens) / self.per_second) * 1000.0)
+            .ceil()
+            .max(1.0) as u64;
+        let mut error = CallError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "the caller started calls faster than limits.calls_per_second_per_principal ({}) \
+                 with limits.call_burst_per_principal ({}) allows; retry in {retry_after_ms} ms",
+                self.per_second, self.burst
+            ),
+        );
+        error.details =
+            serde_json::value::to_raw_value(&serde_json::json!({ "retryAfterMs": retry_after_ms }))
+                .ok();
+        Err(error)
+    }
 }
 
 /// The top-level members of an output object, unparsed. A member present

@@ -222,7 +222,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     let dispatcher = Dispatcher::new(
         catalog.clone(),
         plugins.routing_policy(),
-        config.limits.max_open_calls_per_connection,
+        &config.limits,
         builtins,
     );
     let registrar = Registrar::new(store.clone(), catalog, plugins.remap_policy());

@@ -840,3 +840,66 @@ async fn oversized_http_bodies_get_a_json_error() {
         .contains("max_frame_bytes"));
     assert!(r.json().get("details").is_none());
 }
+
+#[tokio::test]
+async fn a_principal_over_its_call_rate_is_told_when_to_retry() {
+    let hub = hub_with(|config| {
+        config.limits.calls_per_second_per_principal = 5;
+        config.limits.call_burst_per_principal = 5;
+    })
+    .await;
+    let _spoke = echo_spoke(&hub, "demo").await;
+    let client = hub.client("eager", &[]).await;
+    let calls: Vec<_> = (0..20)
+        .map(|i| common::spawn_call(&client, "demo.echo", json!(i)))
+        .collect();
+    let (mut answered, mut refused) = (0, Vec::new());
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(e) => refused.push(e),
+        }
+    }
+    // The burst passes (plus what refilled meanwhile); the rest is refused.
+    assert!((5..20).contains(&answered), "{answered} answered");
+    let retry_after = refused
+        .iter()
+        .map(|e| {
+            assert_eq!(e.code, "OVERLOADED", "{}", e.message);
+            assert!(e
+                .message
+                .contains("limits.calls_per_second_per_principal (5)"));
+            e.details.as_ref().unwrap()["retryAfterMs"]
+                .as_u64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!((1..=200).contains(&retry_after), "{retry_after}");
+
+    // Another principal has a bucket of its own.
+    let other = hub.client("patient", &[]).await;
+    other.call("demo.echo", json!("mine")).await.unwrap();
+    // Over HTTP the same principal's bucket answers 429 with the same details.
+    let token = hub.token(PrincipalKind::Client, "http-eager", &[]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        let response = hub
+            .http(
+                "POST",
+                "/v1/operations/demo.echo/call",
+                Some(&token),
+                Some(r#"{"input": 1}"#),
+            )
+            .await;
+        if response.status == 429 {
+            assert!(response.json()["details"]["retryAfterMs"].as_u64().unwrap() >= 1);
+        }
+        statuses.push(response.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+
+    // After waiting as told, calls pass again.
+    tokio::time::sleep(Duration::from_millis(retry_after)).await;
+    client.call("demo.echo", json!("again")).await.unwrap();
+}
