@@ -220,11 +220,24 @@ async fn main() {
     let rss_end = hub.rss_kib().unwrap_or(0);
     rss_max = rss_max.max(rss_end);
     good.abort();
+    // Definitions outlive their sessions, so they are part of what RSS holds.
+    let definitions = definitions(&ctx).await;
+    println!("fuzz: definitions listed   {definitions:?}");
 
     let shutdown = shut_down(&mut hub);
     report(
         &ctx, &hub, seed, crashed, rss_start, rss_max, rss_end, shutdown,
     );
+}
+
+/// How many definitions the fuzzing client sees at the end.
+async fn definitions(ctx: &Ctx) -> Option<usize> {
+    let request = hub_process::get("/v1/operations", Some(&ctx.client_token));
+    let (_, body) = http_raw(ctx.addr, &request, 64 << 20, Duration::from_secs(10))
+        .await
+        .ok()?;
+    let listing: Value = serde_json::from_str(&body).ok()?;
+    Some(listing["operations"].as_array()?.len())
 }
 
 /// SIGTERM; how long the hub took to exit, if it did within 20 s.
