@@ -146,6 +146,18 @@ pub struct LimitsConfig {
     pub default_http_timeout_ms: u64,
     /// Operations one `hello` or `register` may declare.
     pub max_operations_per_register: usize,
+    /// Active registrations one session may hold; declarations past it come
+    /// back in `rejected` with `OVERLOADED`.
+    pub max_operations_per_session: usize,
+    /// Active registrations one principal may hold across all its live
+    /// sessions; declarations past it come back with `OVERLOADED`.
+    pub max_operations_per_principal: usize,
+    /// Largest serialized `inputSchema` or `outputSchema` of one declaration,
+    /// in bytes; a larger one is rejected with `VALIDATION_ERROR`.
+    pub max_schema_bytes: usize,
+    /// Deepest nesting of arrays and objects in one declared schema; a deeper
+    /// one is rejected with `VALIDATION_ERROR`.
+    pub max_schema_depth: usize,
 }
 
 impl Default for LimitsConfig {
@@ -157,6 +169,10 @@ impl Default for LimitsConfig {
             max_open_calls_per_connection: 1024,
             default_http_timeout_ms: 30_000,
             max_operations_per_register: 1024,
+            max_operations_per_session: 4096,
+            max_operations_per_principal: 16384,
+            max_schema_bytes: 64 * 1024,
+            max_schema_depth: 32,
         }
     }
 }
@@ -357,6 +373,14 @@ max_open_calls_per_connection = 1024
 default_http_timeout_ms = 30000
 # Operations one hello or register may declare.
 max_operations_per_register = 1024
+# Active registrations one session may hold (past it: OVERLOADED in rejected).
+max_operations_per_session = 4096
+# Active registrations one principal may hold over all its live sessions.
+max_operations_per_principal = 16384
+# Largest serialized inputSchema or outputSchema of a declaration, in bytes.
+max_schema_bytes = 65536
+# Deepest nesting of arrays and objects in a declared schema.
+max_schema_depth = 32
 
 [mcp]
 # Serve the hub's operations as MCP tools at /mcp (streamable HTTP, bearer token).

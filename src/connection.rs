@@ -36,6 +36,9 @@ pub struct Connection {
     pub identity_json: Box<RawValue>,
     /// Labels from `hello`, merged over the stored ones.
     pub labels: BTreeMap<String, String>,
+    /// The principal's provider grants when the session authenticated
+    /// (`None`: the default of its kind); see [`crate::registration::Grants`].
+    pub provides: Option<Vec<String>>,
     /// When the session started, ms since the Unix epoch.
     pub connected_at_ms: u64,
     out: mpsc::UnboundedSender<Outbound>,
@@ -64,6 +67,7 @@ impl Connection {
         session_id: u64,
         identity: Identity,
         labels: BTreeMap<String, String>,
+        provides: Option<Vec<String>>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
         let (out, rx) = mpsc::unbounded_channel();
         let identity_json =
@@ -73,6 +77,7 @@ impl Connection {
             identity,
             identity_json,
             labels,
+            provides,
             connected_at_ms: now_ms(),
             out,
             closing: watch::channel(None).0,

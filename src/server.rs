@@ -123,8 +123,7 @@ impl Hub {
     }
 
     /// Adds a session to the registry. A spoke's older session is superseded:
-    /// its calls end with `PROVIDER_GONE`, it closes with 4409, and its
-    /// registrations are reset before the new session registers.
+    /// its calls end with `PROVIDER_GONE` and it closes with 4409.
     pub async fn attach(&self, connection: &Arc<Connection>) {
         let old = {
             let mut sessions = self.shared.sessions.lock().unwrap();
@@ -149,13 +148,9 @@ impl Hub {
                 close::SUPERSEDED,
                 "superseded by a newer session of this spoke",
             );
-            if let Err(e) = self
-                .store()
-                .deactivate_provider(PrincipalKind::Spoke, &old.identity.id)
-                .await
-            {
-                tracing::warn!(error = %e, "could not reset the superseded session's registrations");
-            }
+            // Its registrations become inactive when its own session ends
+            // (`Registrar::session_ended`), except those this session
+            // re-activates first.
         }
     }
 
@@ -276,7 +271,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         config.limits.max_open_calls_per_connection,
         builtins,
     );
-    let registrar = Registrar::new(store.clone(), catalog, plugins.remap_policy());
+    let registrar = Registrar::new(
+        store.clone(),
+        catalog,
+        plugins.remap_policy(),
+        &config.limits,
+    );
     let hub = Hub {
         shared: Arc::new(Shared {
             config,

@@ -65,7 +65,12 @@ pub async fn run(hub: Hub, socket: WebSocket, kind: PrincipalKind, header_token:
         id: principal.id.clone(),
         scopes: principal.scopes.clone(),
     };
-    let (connection, outbound) = Connection::new(hub.next_session_id(), identity, labels);
+    let (connection, outbound) = Connection::new(
+        hub.next_session_id(),
+        identity,
+        labels,
+        principal.provides.clone(),
+    );
     hub.attach(&connection).await;
     let heartbeat = Duration::from_millis(limits.heartbeat_ms.max(10));
     let writer = tokio::spawn(write_frames(sink, outbound, heartbeat));

@@ -128,7 +128,8 @@ pub async fn serve(
         id: provider_id.to_owned(),
         scopes: Vec::new(),
     };
-    let (connection, mut rx) = Connection::new(hub.next_session_id(), identity, BTreeMap::new());
+    let (connection, mut rx) =
+        Connection::new(hub.next_session_id(), identity, BTreeMap::new(), None);
     hub.attach(&connection).await;
     let mut served = Vec::new();
     for operation_id in operations {
@@ -147,6 +148,7 @@ pub async fn serve(
                 pre_remap_namespace: namespace.to_owned(),
                 pre_remap_name: name.to_owned(),
                 metadata: metadata.clone(),
+                session_id: Some(hub.registrar().session_key(&connection)),
             })
             .await?;
         hub.dispatcher().catalog().add_provider(
