@@ -502,7 +502,7 @@ async fn a_large_declaration_settles_in_one_transaction_owned_and_tied_to_its_se
 
 async fn only_the_owner_changes_description_and_access(store: &Store) {
     let original = declaration("chat.complete");
-    declared(&declare(store, "a", "s1", &[original.clone()]).await[0]);
+    declared(&declare(store, "a", "s1", std::slice::from_ref(&original)).await[0]);
 
     let mut other = original.clone();
     other.definition.description = Some("mine now".into());
@@ -528,7 +528,7 @@ async fn only_the_owner_changes_description_and_access(store: &Store) {
 
 async fn a_declaration_without_schemas_keeps_the_stored_ones(store: &Store) {
     let original = declaration("files.read");
-    declare(store, "a", "s1", &[original.clone()]).await;
+    declare(store, "a", "s1", std::slice::from_ref(&original)).await;
     for provider in ["a", "b"] {
         let mut bare = original.clone();
         bare.definition.input_schema = None;

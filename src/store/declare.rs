@@ -132,6 +132,10 @@ pub fn settle(
 
 type Outcomes<E> = Vec<Result<Declared, Refused<E>>>;
 
+/// Decides, seeing the stored definition of its id (if any), whether a
+/// declaration may go on; `Err` refuses it with the caller's reason.
+pub type Gate<'a, E> = dyn Fn(&Declaration, Option<&Definition>) -> Result<(), E> + Sync + 'a;
+
 /// The `LIKE` pattern of every session id of the same hub process as
 /// `session_id` (`<instance>-<number>`, the number zero-padded so that ids of
 /// one process order like their numbers).
@@ -153,7 +157,7 @@ impl Store {
         &self,
         declarer: &Declarer<'_>,
         declarations: &[Declaration],
-        gate: &(dyn Fn(&Declaration, Option<&Definition>) -> Result<(), E> + Sync),
+        gate: &Gate<'_, E>,
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Outcomes<E>>
     where
@@ -182,7 +186,7 @@ impl Store {
         &self,
         declarer: &Declarer<'_>,
         declarations: &[Declaration],
-        gate: &(dyn Fn(&Declaration, Option<&Definition>) -> Result<(), E> + Sync),
+        gate: &Gate<'_, E>,
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Outcomes<E>>
     where
