@@ -63,9 +63,33 @@ pub struct Catalog {
     generation: Arc<watch::Sender<u64>>,
 }
 
+/// Backtracking steps one `pattern` match may take on one string before it
+/// stops (and the string does not validate). Only patterns that need
+/// backtracking (look-around, back-references) ever use it: the others run
+/// on the `regex` crate's linear-time engine.
+pub const SCHEMA_PATTERN_BACKTRACK_LIMIT: usize = 10_000;
+
+/// Approximate bytes one compiled `pattern` (and its lazy DFA cache) may use;
+/// a pattern that needs more is an invalid schema.
+pub const SCHEMA_PATTERN_SIZE_LIMIT: usize = 1024 * 1024;
+
 /// Compiles a JSON Schema, or says what is wrong with it.
+///
+/// Patterns use `fancy-regex`, which hands every pattern without
+/// look-around or back-references to the linear-time `regex` engine, and
+/// bounds the backtracking of the others by
+/// [`SCHEMA_PATTERN_BACKTRACK_LIMIT`]; a catastrophic pattern therefore costs
+/// at most that many steps per string, and compiling one at most
+/// [`SCHEMA_PATTERN_SIZE_LIMIT`] bytes.
 pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::validator_for(schema).map_err(|e| format!("invalid JSON Schema: {e}"))
+    let patterns = jsonschema::PatternOptions::fancy_regex()
+        .backtrack_limit(SCHEMA_PATTERN_BACKTRACK_LIMIT)
+        .size_limit(SCHEMA_PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(SCHEMA_PATTERN_SIZE_LIMIT);
+    jsonschema::options()
+        .with_pattern_options(patterns)
+        .build(schema)
+        .map_err(|e| format!("invalid JSON Schema: {e}"))
 }
 
 impl Catalog {

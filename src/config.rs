@@ -200,6 +200,18 @@ pub struct LimitsConfig {
     pub calls_per_second_per_principal: u32,
     /// Calls one principal may start at once above its rate, after a pause.
     pub call_burst_per_principal: u32,
+    /// Active registrations one session may hold; declarations past it come
+    /// back in `rejected` with `OVERLOADED`.
+    pub max_operations_per_session: usize,
+    /// Active registrations one principal may hold across all its live
+    /// sessions; declarations past it come back with `OVERLOADED`.
+    pub max_operations_per_principal: usize,
+    /// Largest serialized `inputSchema` or `outputSchema` of one declaration,
+    /// in bytes; a larger one is rejected with `VALIDATION_ERROR`.
+    pub max_schema_bytes: usize,
+    /// Deepest nesting of arrays and objects in one declared schema; a deeper
+    /// one is rejected with `VALIDATION_ERROR`.
+    pub max_schema_depth: usize,
 }
 
 impl Default for LimitsConfig {
@@ -229,6 +241,10 @@ impl Default for LimitsConfig {
             inline_validation_bytes: 64 * 1024,
             calls_per_second_per_principal: 10_000,
             call_burst_per_principal: 20_000,
+            max_operations_per_session: 4096,
+            max_operations_per_principal: 16384,
+            max_schema_bytes: 64 * 1024,
+            max_schema_depth: 32,
         }
     }
 }
@@ -476,6 +492,14 @@ inline_validation_bytes = 65536
 calls_per_second_per_principal = 10000
 # Calls one principal may start at once above its rate, after a pause.
 call_burst_per_principal = 20000
+# Active registrations one session may hold (past it: OVERLOADED in rejected).
+max_operations_per_session = 4096
+# Active registrations one principal may hold over all its live sessions.
+max_operations_per_principal = 16384
+# Largest serialized inputSchema or outputSchema of a declaration, in bytes.
+max_schema_bytes = 65536
+# Deepest nesting of arrays and objects in a declared schema.
+max_schema_depth = 32
 
 [mcp]
 # Serve the hub's operations as MCP tools at /mcp (streamable HTTP, bearer token).

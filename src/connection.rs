@@ -36,6 +36,9 @@ pub struct Connection {
     pub identity_json: Box<RawValue>,
     /// Labels from `hello`, merged over the stored ones.
     pub labels: BTreeMap<String, String>,
+    /// The principal's provider grants when the session authenticated
+    /// (`None`: the default of its kind); see [`crate::registration::Grants`].
+    pub provides: Option<Vec<String>>,
     /// When the session started, ms since the Unix epoch.
     pub connected_at_ms: u64,
     out: mpsc::UnboundedSender<Outbound>,
@@ -71,6 +74,7 @@ impl Connection {
         identity: Identity,
         labels: BTreeMap<String, String>,
         budget: usize,
+        provides: Option<Vec<String>>,
     ) -> (Arc<Self>, OutboundQueue) {
         let (out, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -81,6 +85,7 @@ impl Connection {
             identity,
             identity_json,
             labels,
+            provides,
             connected_at_ms: now_ms(),
             out,
             queued: queued.clone(),

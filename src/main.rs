@@ -216,6 +216,12 @@ enum PrincipalCommand {
         /// Comma-separated scopes.
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
+        /// Comma-separated operation-id patterns it may provide (`*` matches
+        /// any characters), e.g. 'chat.*,dev.*'. Without it a spoke may
+        /// provide in every namespace except `hub` and those of imports, a
+        /// client nothing. An import's operations need a pattern naming them.
+        #[arg(long, value_delimiter = ',')]
+        provides: Option<Vec<String>>,
     },
     /// List them (never their tokens).
     List,
@@ -570,13 +576,24 @@ async fn principal(
             name,
             labels,
             scopes,
+            provides,
         } => {
             alkhub::names::check_slug(&id).map_err(anyhow::Error::msg)?;
+            let provides = provides.map(|p| {
+                p.into_iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+            });
+            for pattern in provides.iter().flatten() {
+                alkhub::registration::check_grant_pattern(pattern).map_err(anyhow::Error::msg)?;
+            }
             let new = NewPrincipal {
                 id,
                 name,
                 scopes: scopes.into_iter().filter(|s| !s.is_empty()).collect(),
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                provides,
             };
             let (created, token) = store.create_principal(kind, &new).await?;
             println!("created {} {}", kind, created.id);
@@ -615,8 +632,15 @@ fn describe(p: &Principal) -> String {
         .last_connected_at
         .map(|t| t.to_rfc3339())
         .unwrap_or_else(|| "never".to_owned());
+    let provides = match &p.provides {
+        Some(patterns) => patterns.join(","),
+        None => match p.kind {
+            PrincipalKind::Spoke => "(default: any namespace not reserved or imported)".to_owned(),
+            PrincipalKind::Client => "(default: nothing)".to_owned(),
+        },
+    };
     format!(
-        "{}\tname={}\tscopes={}\tlabels={}\tenabled={}\tlast_connected={last}",
+        "{}\tname={}\tscopes={}\tlabels={}\tprovides={provides}\tenabled={}\tlast_connected={last}",
         p.id,
         p.name.as_deref().unwrap_or("-"),
         p.scopes.join(","),

@@ -43,8 +43,10 @@ pub trait RemapPolicy: Send + Sync {
 }
 
 /// The built-in remap: ids stay as declared, except in namespaces configured
-/// as per-provider, where the provider id is inserted after the first
-/// segment (`dev.fs.read` from `devbox` → `dev.devbox.fs.read`).
+/// as per-provider, where the spoke's id is inserted after the first segment
+/// (`dev.fs.read` from `devbox` → `dev.devbox.fs.read`). Those namespaces
+/// belong to spokes: a client's declaration there is refused, so a client
+/// named like a spoke never lands in that spoke's namespace.
 #[derive(Debug, Clone, Default)]
 pub struct NativeRemap {
     per_provider: Vec<String>,
@@ -67,6 +69,11 @@ impl RemapPolicy for NativeRemap {
         };
         if !self.per_provider.iter().any(|ns| ns == first) {
             return Ok((op.namespace.to_owned(), op.name.to_owned()));
+        }
+        if provider.kind != PrincipalKind::Spoke {
+            return Err(format!(
+                "{first} is a per-spoke namespace; only spokes provide operations in it"
+            ));
         }
         let namespace = match rest {
             Some(rest) => format!("{first}.{}.{rest}", provider.id),
@@ -189,6 +196,16 @@ mod tests {
         assert_eq!(
             remap.remap(&p, &decl("devices.x", "y")).unwrap().0,
             "devices.x"
+        );
+        let client = RemapProvider {
+            kind: PrincipalKind::Client,
+            ..p
+        };
+        let refused = remap.remap(&client, &decl("dev.fs", "read")).unwrap_err();
+        assert!(refused.contains("per-spoke"), "{refused}");
+        assert_eq!(
+            remap.remap(&client, &decl("chat", "complete")).unwrap().0,
+            "chat"
         );
     }
 

@@ -1,22 +1,40 @@
 //! Turning the operations a peer declares into definitions and active
-//! registrations: validate each spec, remap its id, create or match the
-//! definition, activate the registration, and publish it in the catalog.
+//! registrations: validate each spec, remap its id, check the provider's
+//! grants and limits, settle definitions and registrations in one
+//! transaction, and publish them in the catalog.
 //!
 //! One declaration failing never affects the others: each ends up either in
-//! `registrations` or in `rejected` with a code and a reason.
+//! `registrations` or in `rejected` with a code and a reason. A reason never
+//! reveals an operation the declarer may not see: outside its grants, or
+//! facing a definition it could not call, a declaration gets the same
+//! `ACCESS_DENIED` whether or not anything exists under that id.
+//!
+//! Registrations belong to the session that activated them (its
+//! [`Registrar::session_key`] is stored on the row): ending a session
+//! deactivates only the rows still carrying its key, so a newer session
+//! that re-activated a row keeps it. The deactivation runs in a background
+//! task that batches ending sessions into few statements and retries.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{compile_schema, Catalog, Provider};
+use crate::config::LimitsConfig;
 use crate::connection::Connection;
 use crate::names;
 use crate::policy::{Declared, RemapPolicy, RemapProvider};
-use crate::protocol::{ErrorCode, OperationSpec, RegisterResult, Registered, Rejected};
-use crate::store::{NewDefinition, NewRegistration, Source, Store, StoreError};
+use crate::protocol::{
+    AccessLevel, ErrorCode, Identity, OperationSpec, PrincipalKind, RegisterResult, Registered,
+    Rejected,
+};
+use crate::store::{
+    Declaration, Declarer, Definition, NewDefinition, OwnerKind, Refused, Source, Store, StoreError,
+};
 
 /// What one session has registered: pre-remap id → (post-remap id, registration id).
 pub type SessionRegistrations = HashMap<String, (String, Arc<str>)>;
@@ -27,6 +45,107 @@ pub struct Registrar {
     store: Store,
     catalog: Catalog,
     remap: Arc<RwLock<Arc<dyn RemapPolicy>>>,
+    limits: RegistrationLimits,
+    // Distinguishes this process's session ids from those of an earlier run
+    // (or another hub) in the `session_id` column.
+    instance: Arc<str>,
+    deactivations: mpsc::UnboundedSender<Deactivation>,
+}
+
+/// The declaration-time limits (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationLimits {
+    /// `limits.max_operations_per_session`.
+    pub per_session: usize,
+    /// `limits.max_operations_per_principal`.
+    pub per_principal: usize,
+    /// `limits.max_schema_bytes`.
+    pub schema_bytes: usize,
+    /// `limits.max_schema_depth`.
+    pub schema_depth: usize,
+}
+
+impl From<&LimitsConfig> for RegistrationLimits {
+    fn from(limits: &LimitsConfig) -> Self {
+        RegistrationLimits {
+            per_session: limits.max_operations_per_session,
+            per_principal: limits.max_operations_per_principal,
+            schema_bytes: limits.max_schema_bytes,
+            schema_depth: limits.max_schema_depth,
+        }
+    }
+}
+
+/// A principal's provider grants: which post-remap ids it may serve.
+///
+/// `patterns` are operation-id patterns where `*` matches any characters
+/// (`chat.*` matches `chat.complete` and `chat.a.b`). Without patterns the
+/// default of the kind applies: a spoke may provide anything except what an
+/// import owns, a client nothing. An import's operations (and its
+/// namespace) need a pattern that names them: the catch-all `*` does not.
+/// The reserved namespace `hub` is refused before grants are looked at.
+#[derive(Debug, Clone, Copy)]
+pub struct Grants<'a> {
+    /// Spoke or client.
+    pub kind: PrincipalKind,
+    /// The stored `provides`; `None` is the default of the kind.
+    pub patterns: Option<&'a [String]>,
+}
+
+impl Grants<'_> {
+    /// Whether `operation_id` may be provided; `import_owned` when an import
+    /// defined it or it lies in an import's namespace.
+    pub fn may_provide(&self, operation_id: &str, import_owned: bool) -> bool {
+        match self.patterns {
+            None => self.kind == PrincipalKind::Spoke && !import_owned,
+            Some(patterns) => patterns.iter().any(|p| {
+                pattern_matches(p, operation_id) && !(import_owned && p.chars().all(|c| c == '*'))
+            }),
+        }
+    }
+}
+
+/// Whether `pattern` (`*` matches any characters, everything else itself)
+/// matches all of `text`. Greedy with one backtrack point, so linear in
+/// practice and never exponential.
+pub fn pattern_matches(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < t.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == t[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == b'*')
+}
+
+/// Checks one grant pattern: letters, digits, `_`, `-`, `.` and `*`, at
+/// most 256 characters.
+pub fn check_grant_pattern(pattern: &str) -> Result<(), String> {
+    let valid = !pattern.is_empty()
+        && pattern.len() <= 256
+        && pattern
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid provider grant {pattern:?}: use operation-id patterns such as `chat.*` \
+             (letters, digits, `_`, `-`, `.`, `*` for any characters)"
+        ))
+    }
 }
 
 fn reject(
@@ -41,13 +160,105 @@ fn reject(
     }
 }
 
+/// The one answer to a declaration outside the declarer's grants, or facing
+/// a definition it may not see: it names only what was declared.
+fn not_granted(identity: &Identity, pre_remap_id: &str, operation_id: &str) -> Rejected {
+    reject(
+        pre_remap_id,
+        ErrorCode::AccessDenied,
+        format!(
+            "{} {} is not granted to provide {operation_id}",
+            identity.kind, identity.id
+        ),
+    )
+}
+
+/// Whether `identity` could call (and so may see) `definition`: the rule of
+/// [`crate::dispatch::check_access`], for a stored definition.
+fn may_see(definition: &Definition, identity: &Identity) -> bool {
+    let spec = &definition.spec;
+    match spec.access_level {
+        AccessLevel::Public | AccessLevel::Authenticated => true,
+        AccessLevel::Internal => identity.kind == PrincipalKind::Spoke,
+        AccessLevel::Scoped => spec
+            .required_scopes
+            .iter()
+            .all(|s| identity.scopes.contains(s)),
+    }
+}
+
+fn import_owned(definition: &Definition) -> bool {
+    definition
+        .owner
+        .as_ref()
+        .is_some_and(|o| o.kind == OwnerKind::Import)
+        || matches!(definition.spec.source, Source::Openapi | Source::Mcp)
+}
+
+fn in_namespace(operation_id: &str, namespace: &str) -> bool {
+    operation_id
+        .strip_prefix(namespace)
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// Nesting depth of arrays and objects in `value` (a scalar is 0), without
+/// recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((value, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(level);
+        stack.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
+}
+
+/// A declaration that passed every check that needs no stored row.
+struct Prepared {
+    index: usize,
+    pre_remap_id: String,
+    operation_id: String,
+    validator: Option<Arc<jsonschema::Validator>>,
+    declaration: Declaration,
+}
+
+/// One ending session whose registrations become inactive.
+struct Deactivation {
+    session: String,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Attempts of one batch of deactivations before it is given up (logged).
+/// With the backoff below that is a little over a minute.
+const DEACTIVATION_ATTEMPTS: u32 = 20;
+const DEACTIVATION_BACKOFF: Duration = Duration::from_millis(50);
+const DEACTIVATION_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Sessions deactivated by one batch at most.
+const DEACTIVATION_BATCH: usize = 1000;
+
 impl Registrar {
-    /// A registrar writing to `store` and publishing to `catalog`.
-    pub fn new(store: Store, catalog: Catalog, remap: Arc<dyn RemapPolicy>) -> Self {
+    /// A registrar writing to `store` and publishing to `catalog`. Starts the
+    /// task that deactivates the registrations of ended sessions; it stops
+    /// once every clone of the registrar is gone and its work is done.
+    pub fn new(
+        store: Store,
+        catalog: Catalog,
+        remap: Arc<dyn RemapPolicy>,
+        limits: &LimitsConfig,
+    ) -> Self {
+        let instance = crate::crypto::random_id("");
         Registrar {
+            deactivations: spawn_deactivator(store.clone()),
             store,
             catalog,
             remap: Arc::new(RwLock::new(remap)),
+            limits: limits.into(),
+            instance: instance[..12].into(),
         }
     }
 
@@ -56,7 +267,19 @@ impl Registrar {
         *self.remap.write().unwrap() = remap;
     }
 
-    /// Registers every declared operation of `connection`.
+    /// The id stored with the registrations a session activates: unique
+    /// across hub processes, not only within this one. The session number
+    /// is zero-padded, so the ids of one process order like their numbers
+    /// and a late write of an older session never takes a row from a newer
+    /// one (see [`Store::declare`]).
+    pub fn session_key(&self, connection: &Connection) -> String {
+        format!("{}-{:020}", self.instance, connection.session_id)
+    }
+
+    /// Registers every declared operation of `connection`: the checks that
+    /// need no database first, then one transaction for all of them. A
+    /// session that is closing stops between chunks; what is left comes back
+    /// in `rejected` with `ABORTED`, and nothing of it reaches the catalog.
     pub async fn register(
         &self,
         connection: &Arc<Connection>,
@@ -64,12 +287,138 @@ impl Registrar {
         declared: Vec<Value>,
         mine: &mut SessionRegistrations,
     ) -> RegisterResult {
+        if declared.is_empty() {
+            return RegisterResult {
+                registrations: Vec::new(),
+                rejected: Vec::new(),
+            };
+        }
+        let mut outcomes: Vec<Option<Result<Registered, Rejected>>> =
+            declared.iter().map(|_| None).collect();
+        let import_namespaces: Vec<String> = match self.store.list_imports().await {
+            Ok(imports) => imports.into_iter().map(|i| i.namespace).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the imports; refusing declarations");
+                return RegisterResult {
+                    registrations: Vec::new(),
+                    rejected: declared
+                        .iter()
+                        .map(|v| {
+                            reject(
+                                declared_id(v),
+                                ErrorCode::UnknownError,
+                                "the hub's database is unavailable; declare again later",
+                            )
+                        })
+                        .collect(),
+                };
+            }
+        };
+
+        // 1. Everything that needs no stored row, in order.
+        let mut prepared: Vec<Prepared> = Vec::new();
+        let mut repeats: Vec<(usize, OperationSpec)> = Vec::new();
+        let mut in_batch: HashMap<String, usize> = HashMap::new();
+        for (index, value) in declared.into_iter().enumerate() {
+            match self.prepare(connection, name, value, &import_namespaces) {
+                Ok(step) => {
+                    let id = &step.prepared.pre_remap_id;
+                    if in_batch.contains_key(id) || mine.contains_key(id) {
+                        repeats.push((index, *step.spec));
+                    } else {
+                        in_batch.insert(id.clone(), index);
+                        prepared.push(Prepared {
+                            index,
+                            ..step.prepared
+                        });
+                    }
+                }
+                Err(rejected) => outcomes[index] = Some(Err(rejected)),
+            }
+        }
+
+        // 2. Limits on what one session and one principal hold.
+        let held_elsewhere = self.held_by_other_sessions(connection);
+        let mut accepted = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let (session, principal) = (
+                mine.len() + accepted.len(),
+                held_elsewhere + mine.len() + accepted.len(),
+            );
+            let over = if session >= self.limits.per_session {
+                Some((
+                    "max_operations_per_session",
+                    self.limits.per_session,
+                    "this session",
+                ))
+            } else if principal >= self.limits.per_principal {
+                Some((
+                    "max_operations_per_principal",
+                    self.limits.per_principal,
+                    "this principal's sessions",
+                ))
+            } else {
+                None
+            };
+            match over {
+                Some((key, limit, holder)) => {
+                    outcomes[p.index] = Some(Err(reject(
+                        &p.pre_remap_id,
+                        ErrorCode::Overloaded,
+                        format!(
+                            "{} {} not registered: {holder} already hold {limit} operations; \
+                             limits.{key} is {limit}",
+                            p.pre_remap_id, p.operation_id
+                        ),
+                    )))
+                }
+                None => accepted.push(p),
+            }
+        }
+
+        // 3. One transaction for definitions and registrations.
+        if !accepted.is_empty() {
+            self.settle(
+                connection,
+                accepted,
+                mine,
+                &import_namespaces,
+                &mut outcomes,
+            )
+            .await;
+        }
+
+        // 4. Ids declared twice: the first declaration decided.
+        for (index, spec) in repeats {
+            let pre_remap_id = spec.id();
+            outcomes[index] = Some(match mine.get(&pre_remap_id) {
+                Some((operation_id, registration_id)) => {
+                    self.repeat(&spec, operation_id, registration_id)
+                }
+                None => {
+                    let first = in_batch
+                        .get(&pre_remap_id)
+                        .and_then(|&i| outcomes[i].clone());
+                    match first {
+                        Some(Err(rejected)) => Err(rejected),
+                        _ => Err(reject(
+                            &pre_remap_id,
+                            ErrorCode::ValidationError,
+                            format!(
+                                "operation {pre_remap_id} was declared twice and not registered"
+                            ),
+                        )),
+                    }
+                }
+            });
+        }
+
         let mut result = RegisterResult {
             registrations: Vec::new(),
             rejected: Vec::new(),
         };
-        for value in declared {
-            match self.register_one(connection, name, value, mine).await {
+        for outcome in outcomes.into_iter().flatten() {
+            match outcome {
                 Ok(registered) => result.registrations.push(registered),
                 Err(rejected) => result.rejected.push(rejected),
             }
@@ -77,13 +426,14 @@ impl Registrar {
         result
     }
 
-    async fn register_one(
+    /// Parses, checks, remaps and grants one declaration.
+    fn prepare(
         &self,
-        connection: &Arc<Connection>,
+        connection: &Connection,
         name: Option<&str>,
         value: Value,
-        mine: &mut SessionRegistrations,
-    ) -> Result<Registered, Rejected> {
+        import_namespaces: &[String],
+    ) -> Result<PreparedStep, Rejected> {
         let declared_id = declared_id(&value);
         let spec: OperationSpec = serde_json::from_value(value).map_err(|e| {
             reject(
@@ -101,6 +451,15 @@ impl Registrar {
                 "operation {pre_remap_id}: the namespace `hub` is reserved for the hub's own operations"
             )));
         }
+        for (field, schema) in [
+            ("inputSchema", &spec.input_schema),
+            ("outputSchema", &spec.output_schema),
+        ] {
+            if let Some(schema) = schema {
+                self.check_schema_size(&pre_remap_id, field, schema)
+                    .map_err(invalid)?;
+            }
+        }
         let validator = match &spec.input_schema {
             Some(schema) => {
                 Some(Arc::new(compile_schema(schema).map_err(|e| {
@@ -112,29 +471,6 @@ impl Registrar {
         if let Some(schema) = &spec.output_schema {
             compile_schema(schema)
                 .map_err(|e| invalid(format!("outputSchema of {pre_remap_id}: {e}")))?;
-        }
-        if let Some((operation_id, registration_id)) = mine.get(&pre_remap_id) {
-            if let Some(entry) = self.catalog.get(operation_id) {
-                let stored = &entry.definition.spec;
-                let redeclared = NewDefinition {
-                    op_type: spec.op_type,
-                    input_schema: spec.input_schema.clone(),
-                    output_schema: spec.output_schema.clone(),
-                    access_level: spec.access_level,
-                    required_scopes: spec.required_scopes.clone(),
-                    ..stored.clone()
-                };
-                if let Some(field) = crate::store::contract_difference(stored, &redeclared) {
-                    return Err(invalid(format!(
-                        "operation {operation_id} is already registered in this session with a different {field}"
-                    )));
-                }
-            }
-            return Ok(Registered {
-                operation_id: operation_id.clone(),
-                pre_remap_id,
-                registration_id: registration_id.to_string(),
-            });
         }
 
         let identity = &connection.identity;
@@ -168,7 +504,23 @@ impl Registrar {
         }
         let operation_id = format!("{namespace}.{op_name}");
 
-        if let Some(entry) = self.catalog.get(&operation_id) {
+        let entry = self.catalog.get(&operation_id);
+        let owned_by_import = import_namespaces
+            .iter()
+            .any(|ns| in_namespace(&operation_id, ns))
+            || entry.as_ref().is_some_and(|e| import_owned(&e.definition));
+        let grants = Grants {
+            kind: identity.kind,
+            patterns: connection.provides.as_deref(),
+        };
+        if !grants.may_provide(&operation_id, owned_by_import)
+            || entry
+                .as_ref()
+                .is_some_and(|e| !may_see(&e.definition, identity))
+        {
+            return Err(not_granted(identity, &pre_remap_id, &operation_id));
+        }
+        if let Some(entry) = &entry {
             let taken = entry.providers.iter().any(|p| {
                 p.connection.identity.kind == identity.kind
                     && p.connection.identity.id == identity.id
@@ -183,70 +535,302 @@ impl Registrar {
             }
         }
 
-        let new = NewDefinition {
-            namespace: namespace.clone(),
-            name: op_name.clone(),
-            op_type: spec.op_type,
-            input_schema: spec.input_schema.clone(),
-            output_schema: spec.output_schema.clone(),
-            access_level: spec.access_level,
-            required_scopes: spec.required_scopes.clone(),
-            description: spec.description.clone(),
-            source: Source::Spoke,
-        };
-        let (definition, _) = self
-            .store
-            .define_operation(&new)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => invalid(e.to_string()),
-                other => reject(&pre_remap_id, ErrorCode::UnknownError, other.to_string()),
-            })?;
-        let registration = self
-            .store
-            .activate_registration(&NewRegistration {
-                operation_id: operation_id.clone(),
-                provider_type: identity.kind,
-                provider_id: identity.id.clone(),
-                pre_remap_namespace: spec.namespace.clone(),
-                pre_remap_name: spec.name.clone(),
-                metadata: serde_json::json!({ "sessionId": connection.session_id.to_string() }),
-            })
-            .await
-            .map_err(|e| {
-                if e.is_unique_violation() {
-                    reject(
-                        &pre_remap_id,
-                        ErrorCode::AlreadyRegistered,
-                        format!(
-                            "operation {operation_id} is already actively provided by {}",
-                            identity.id
-                        ),
-                    )
-                } else {
-                    reject(&pre_remap_id, ErrorCode::UnknownError, e.to_string())
-                }
-            })?;
-        let registration_id: Arc<str> = registration.id.as_str().into();
-        self.catalog.put_compiled(definition, validator);
-        self.catalog.add_provider(
-            &operation_id,
-            Provider {
-                registration_id: registration_id.clone(),
-                pre_remap_id: pre_remap_id.as_str().into(),
-                connection: connection.clone(),
-                in_flight: Arc::new(AtomicU32::new(0)),
+        let declaration = Declaration {
+            definition: NewDefinition {
+                namespace,
+                name: op_name,
+                op_type: spec.op_type,
+                input_schema: spec.input_schema.clone(),
+                output_schema: spec.output_schema.clone(),
+                access_level: spec.access_level,
+                required_scopes: spec.required_scopes.clone(),
+                description: spec.description.clone(),
+                source: Source::Spoke,
             },
-        );
-        mine.insert(
-            pre_remap_id.clone(),
-            (operation_id.clone(), registration_id.clone()),
-        );
+            pre_remap_namespace: spec.namespace.clone(),
+            pre_remap_name: spec.name.clone(),
+        };
+        Ok(PreparedStep {
+            spec: Box::new(spec),
+            prepared: Prepared {
+                index: 0,
+                pre_remap_id,
+                operation_id,
+                validator,
+                declaration,
+            },
+        })
+    }
+
+    fn check_schema_size(&self, id: &str, field: &str, schema: &Value) -> Result<(), String> {
+        let bytes = serde_json::to_string(schema)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        if bytes > self.limits.schema_bytes {
+            return Err(format!(
+                "{field} of {id} is {bytes} bytes; limits.max_schema_bytes is {}",
+                self.limits.schema_bytes
+            ));
+        }
+        let nesting = depth(schema);
+        if nesting > self.limits.schema_depth {
+            return Err(format!(
+                "{field} of {id} nests {nesting} levels deep; limits.max_schema_depth is {}",
+                self.limits.schema_depth
+            ));
+        }
+        Ok(())
+    }
+
+    /// Active registrations the principal of `connection` holds in its other
+    /// live sessions (the catalog has exactly those).
+    fn held_by_other_sessions(&self, connection: &Connection) -> usize {
+        let identity = &connection.identity;
+        self.catalog
+            .list()
+            .iter()
+            .flat_map(|entry| entry.providers.iter())
+            .filter(|p| {
+                let other = &p.connection;
+                other.session_id != connection.session_id
+                    && other.identity.kind == identity.kind
+                    && other.identity.id == identity.id
+                    && !other.is_closing()
+            })
+            .count()
+    }
+
+    /// A pre-remap id this session already registered: the same
+    /// registration, unless the contract now differs.
+    fn repeat(
+        &self,
+        spec: &OperationSpec,
+        operation_id: &str,
+        registration_id: &Arc<str>,
+    ) -> Result<Registered, Rejected> {
+        let pre_remap_id = spec.id();
+        if let Some(entry) = self.catalog.get(operation_id) {
+            let stored = &entry.definition.spec;
+            let redeclared = NewDefinition {
+                op_type: spec.op_type,
+                input_schema: spec
+                    .input_schema
+                    .clone()
+                    .or_else(|| stored.input_schema.clone()),
+                output_schema: spec
+                    .output_schema
+                    .clone()
+                    .or_else(|| stored.output_schema.clone()),
+                access_level: spec.access_level,
+                required_scopes: spec.required_scopes.clone(),
+                ..stored.clone()
+            };
+            if let Some(field) = crate::store::contract_difference(stored, &redeclared) {
+                return Err(reject(
+                    &pre_remap_id,
+                    ErrorCode::ValidationError,
+                    format!(
+                        "operation {operation_id} is already registered in this session with a different {field}"
+                    ),
+                ));
+            }
+        }
         Ok(Registered {
-            operation_id,
+            operation_id: operation_id.to_owned(),
             pre_remap_id,
             registration_id: registration_id.to_string(),
         })
+    }
+
+    /// Writes `accepted` in one transaction and publishes what it activated,
+    /// unless the session started closing meanwhile.
+    async fn settle(
+        &self,
+        connection: &Arc<Connection>,
+        accepted: Vec<Prepared>,
+        mine: &mut SessionRegistrations,
+        import_namespaces: &[String],
+        outcomes: &mut [Option<Result<Registered, Rejected>>],
+    ) {
+        let identity = &connection.identity;
+        let session = self.session_key(connection);
+        let metadata = serde_json::json!({ "sessionId": connection.session_id.to_string() });
+        let declarer = Declarer {
+            kind: identity.kind,
+            id: &identity.id,
+            session_id: &session,
+            metadata: &metadata,
+        };
+        let grants = Grants {
+            kind: identity.kind,
+            patterns: connection.provides.as_deref(),
+        };
+        let gate = |declaration: &Declaration, stored: Option<&Definition>| -> Result<(), ()> {
+            let id = declaration.definition.id();
+            let owned_by_import = import_namespaces.iter().any(|ns| in_namespace(&id, ns))
+                || stored.is_some_and(import_owned);
+            let visible = stored.is_none_or(|d| may_see(d, identity));
+            if grants.may_provide(&id, owned_by_import) && visible {
+                Ok(())
+            } else {
+                Err(())
+            }
+        };
+        let keep_going = || !connection.is_closing();
+        let declarations: Vec<Declaration> =
+            accepted.iter().map(|p| p.declaration.clone()).collect();
+        let settled = self
+            .store
+            .declare(&declarer, &declarations, &gate, &keep_going)
+            .await;
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(e) => {
+                tracing::warn!(error = %e, session = connection.session_id, "registration failed in the database");
+                for p in &accepted {
+                    outcomes[p.index] = Some(Err(reject(
+                        &p.pre_remap_id,
+                        ErrorCode::UnknownError,
+                        format!("operation {} could not be stored: {e}", p.operation_id),
+                    )));
+                }
+                return;
+            }
+        };
+
+        let mut published: Vec<(usize, Registered)> = Vec::new();
+        let mut added: Vec<Arc<str>> = Vec::new();
+        let closing = connection.is_closing();
+        for (p, outcome) in accepted.into_iter().zip(settled) {
+            let declared = match outcome {
+                Ok(declared) if !closing => declared,
+                Ok(_) | Err(Refused::Stopped) => {
+                    outcomes[p.index] = Some(Err(reject(
+                        &p.pre_remap_id,
+                        ErrorCode::Aborted,
+                        format!(
+                            "the session is closing; {} was not registered",
+                            p.pre_remap_id
+                        ),
+                    )));
+                    continue;
+                }
+                Err(Refused::Gate(())) => {
+                    outcomes[p.index] =
+                        Some(Err(not_granted(identity, &p.pre_remap_id, &p.operation_id)));
+                    continue;
+                }
+                Err(Refused::Conflict(field)) => {
+                    outcomes[p.index] = Some(Err(reject(
+                        &p.pre_remap_id,
+                        ErrorCode::ValidationError,
+                        format!(
+                            "operation {:?} is already defined with a different {field}",
+                            p.operation_id
+                        ),
+                    )));
+                    continue;
+                }
+                Err(Refused::AlreadyActive) => {
+                    outcomes[p.index] = Some(Err(reject(
+                        &p.pre_remap_id,
+                        ErrorCode::AlreadyRegistered,
+                        format!(
+                            "operation {} is already actively provided by {}",
+                            p.operation_id, identity.id
+                        ),
+                    )));
+                    continue;
+                }
+            };
+            self.publish_definition(&declared.definition, declared.changed, p.validator);
+            let registration_id: Arc<str> = declared.registration_id.as_str().into();
+            self.catalog.add_provider(
+                &p.operation_id,
+                Provider {
+                    registration_id: registration_id.clone(),
+                    pre_remap_id: p.pre_remap_id.as_str().into(),
+                    connection: connection.clone(),
+                    in_flight: Arc::new(AtomicU32::new(0)),
+                },
+            );
+            added.push(registration_id.clone());
+            mine.insert(
+                p.pre_remap_id.clone(),
+                (p.operation_id.clone(), registration_id.clone()),
+            );
+            published.push((
+                p.index,
+                Registered {
+                    operation_id: p.operation_id,
+                    pre_remap_id: p.pre_remap_id,
+                    registration_id: registration_id.to_string(),
+                },
+            ));
+        }
+
+        // The session may have closed while this ran: what it activated must
+        // neither stay in the catalog nor stay active in the database.
+        if closing || connection.is_closing() {
+            if !added.is_empty() {
+                self.catalog
+                    .remove_session(connection.session_id, Some(&added));
+                mine.retain(|_, (_, reg)| !added.contains(reg));
+            }
+            self.deactivate_later(session);
+            for (index, registered) in published {
+                outcomes[index] = Some(Err(reject(
+                    &registered.pre_remap_id,
+                    ErrorCode::Aborted,
+                    format!(
+                        "the session is closing; {} was not registered",
+                        registered.pre_remap_id
+                    ),
+                )));
+            }
+            return;
+        }
+        for (index, registered) in published {
+            outcomes[index] = Some(Ok(registered));
+        }
+    }
+
+    /// Puts `definition` in the catalog when it is new there or changed,
+    /// with a validator for its stored input schema.
+    fn publish_definition(
+        &self,
+        definition: &Definition,
+        changed: bool,
+        declared: Option<Arc<jsonschema::Validator>>,
+    ) {
+        let current = self.catalog.get(&definition.id);
+        if !changed
+            && current
+                .as_ref()
+                .is_some_and(|e| *e.definition == *definition)
+        {
+            return;
+        }
+        let stored = definition.spec.input_schema.as_ref();
+        let validator = match (stored, declared) {
+            (None, _) => None,
+            (Some(_), Some(declared)) => Some(declared),
+            (Some(schema), None) => match current
+                .as_ref()
+                .filter(|e| e.definition.spec.input_schema.as_ref() == Some(schema))
+                .and_then(|e| e.validator.clone())
+            {
+                Some(validator) => Some(validator),
+                None => match compile_schema(schema) {
+                    Ok(v) => Some(Arc::new(v)),
+                    Err(e) => {
+                        tracing::warn!(operation = %definition.id, error = %e, "stored schema does not compile");
+                        None
+                    }
+                },
+            },
+        };
+        self.catalog.put_compiled(definition.clone(), validator);
     }
 
     /// Makes the named registrations of a session inactive (`unregister`).
@@ -273,23 +857,124 @@ impl Registrar {
         Ok(())
     }
 
-    /// A session ended (its providers have already left the catalog): unless
-    /// a newer session of the same spoke took over, its registrations become
-    /// inactive.
+    /// A session ended (its providers have already left the catalog): the
+    /// registrations it activated and no newer session has re-activated
+    /// become inactive. Works the same for ended and superseded sessions.
+    ///
+    /// Sessions ending together are deactivated together, in one statement
+    /// per batch, by a background task. This returns once the first attempt
+    /// for this session has finished; an error means that attempt failed and
+    /// the task keeps retrying with backoff.
     pub async fn session_ended(
         &self,
         connection: &Connection,
-        mine: &SessionRegistrations,
+        _mine: &SessionRegistrations,
     ) -> Result<(), StoreError> {
-        if connection.is_superseded() || mine.is_empty() {
+        let (done, first_attempt) = oneshot::channel();
+        let queued = self.deactivations.send(Deactivation {
+            session: self.session_key(connection),
+            done: Some(done),
+        });
+        if queued.is_err() {
             return Ok(());
         }
-        let ids: Vec<String> = mine.values().map(|(_, reg)| reg.to_string()).collect();
-        self.store
-            .deactivate_registrations(connection.identity.kind, &connection.identity.id, &ids)
-            .await?;
-        Ok(())
+        match first_attempt.await {
+            Ok(Err(message)) => Err(StoreError::Invalid(format!(
+                "the registrations of session {} are not inactive yet ({message}); retrying",
+                connection.session_id
+            ))),
+            _ => Ok(()),
+        }
     }
+
+    /// Queues the deactivation of a session's registrations without waiting.
+    fn deactivate_later(&self, session: String) {
+        let _ = self.deactivations.send(Deactivation {
+            session,
+            done: None,
+        });
+    }
+}
+
+/// What [`Registrar::prepare`] made of a declaration: the spec (for a
+/// repeat of an id already registered) and the checked declaration.
+struct PreparedStep {
+    spec: Box<OperationSpec>,
+    prepared: Prepared,
+}
+
+/// Runs deactivations of ended sessions: waits for one, takes every other
+/// already queued (up to [`DEACTIVATION_BATCH`]), and marks them inactive in
+/// one statement per chunk. A failure is retried with exponential backoff,
+/// together with whatever arrived meanwhile, up to
+/// [`DEACTIVATION_ATTEMPTS`] times; a closed pool (the hub stopped, and
+/// start-up deactivates everything anyway) ends the task.
+fn spawn_deactivator(store: Store) -> mpsc::UnboundedSender<Deactivation> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Deactivation>();
+    tokio::spawn(async move {
+        let mut batch: Vec<String> = Vec::new();
+        let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+        let mut attempts = 0;
+        let mut backoff = DEACTIVATION_BACKOFF;
+        loop {
+            if batch.is_empty() {
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                batch.push(first.session);
+                waiting.extend(first.done);
+            }
+            while batch.len() < DEACTIVATION_BATCH {
+                let Ok(next) = rx.try_recv() else {
+                    break;
+                };
+                batch.push(next.session);
+                waiting.extend(next.done);
+            }
+            match store.deactivate_sessions(&batch).await {
+                Ok(changed) => {
+                    tracing::debug!(
+                        sessions = batch.len(),
+                        changed,
+                        "registrations of ended sessions inactive"
+                    );
+                    for done in waiting.drain(..) {
+                        let _ = done.send(Ok(()));
+                    }
+                    batch.clear();
+                    attempts = 0;
+                    backoff = DEACTIVATION_BACKOFF;
+                }
+                Err(StoreError::Database(sqlx::Error::PoolClosed)) => {
+                    tracing::debug!(
+                        sessions = batch.len(),
+                        "store closed; leaving deactivation to the next start-up"
+                    );
+                    for done in waiting.drain(..) {
+                        let _ = done.send(Ok(()));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    for done in waiting.drain(..) {
+                        let _ = done.send(Err(e.to_string()));
+                    }
+                    if attempts >= DEACTIVATION_ATTEMPTS {
+                        tracing::error!(error = %e, sessions = batch.len(), attempts, "giving up marking the registrations of ended sessions inactive; the next start-up will");
+                        batch.clear();
+                        attempts = 0;
+                        backoff = DEACTIVATION_BACKOFF;
+                        continue;
+                    }
+                    tracing::warn!(error = %e, sessions = batch.len(), attempts, retry_in_ms = backoff.as_millis() as u64, "could not mark the registrations of ended sessions inactive; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(DEACTIVATION_BACKOFF_MAX);
+                }
+            }
+        }
+    });
+    tx
 }
 
 fn is_reserved(namespace: &str) -> bool {
@@ -300,4 +985,68 @@ fn is_reserved(namespace: &str) -> bool {
 pub fn declared_id(value: &Value) -> String {
     let field = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("?");
     format!("{}.{}", field("namespace"), field("name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_patterns_match_any_characters_at_a_star() {
+        assert!(pattern_matches("chat.*", "chat.complete"));
+        assert!(pattern_matches("chat.*", "chat.a.b"));
+        assert!(!pattern_matches("chat.*", "chatter.x"));
+        assert!(!pattern_matches("chat.*", "chat"));
+        assert!(pattern_matches("*", "anything.at.all"));
+        assert!(pattern_matches("dev.*.read", "dev.box.fs.read"));
+        assert!(!pattern_matches("dev.*.read", "dev.box.fs.write"));
+        assert!(pattern_matches("a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaab"));
+        assert!(!pattern_matches("a*a*a*a*a*a*b", &"a".repeat(5000)));
+    }
+
+    #[test]
+    fn default_grants_differ_by_kind_and_imports_need_a_naming_grant() {
+        let spoke = Grants {
+            kind: PrincipalKind::Spoke,
+            patterns: None,
+        };
+        let client = Grants {
+            kind: PrincipalKind::Client,
+            patterns: None,
+        };
+        assert!(spoke.may_provide("chat.complete", false));
+        assert!(!spoke.may_provide("pets.getPet", true));
+        assert!(!client.may_provide("chat.complete", false));
+        let all = ["*".to_owned()];
+        let catch_all = Grants {
+            kind: PrincipalKind::Client,
+            patterns: Some(&all),
+        };
+        assert!(catch_all.may_provide("chat.complete", false));
+        assert!(!catch_all.may_provide("pets.getPet", true));
+        let named = ["pets.*".to_owned()];
+        let pets = Grants {
+            kind: PrincipalKind::Spoke,
+            patterns: Some(&named),
+        };
+        assert!(pets.may_provide("pets.getPet", true));
+        assert!(!pets.may_provide("chat.complete", false));
+    }
+
+    #[test]
+    fn schema_depth_counts_nested_arrays_and_objects() {
+        assert_eq!(depth(&serde_json::json!(1)), 0);
+        assert_eq!(depth(&serde_json::json!({"type": "string"})), 1);
+        assert_eq!(
+            depth(&serde_json::json!({"properties": {"a": {"type": "string"}}})),
+            3
+        );
+    }
+
+    #[test]
+    fn grant_patterns_are_checked() {
+        assert!(check_grant_pattern("chat.*").is_ok());
+        assert!(check_grant_pattern("").is_err());
+        assert!(check_grant_pattern("chat complete").is_err());
+    }
 }

@@ -225,7 +225,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         &config.limits,
         builtins,
     );
-    let registrar = Registrar::new(store.clone(), catalog, plugins.remap_policy());
+    let registrar = Registrar::new(
+        store.clone(),
+        catalog,
+        plugins.remap_policy(),
+        &config.limits,
+    );
     let limits = &config.limits;
     let sessions = SessionRegistry::new(
         dispatcher.clone(),

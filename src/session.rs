@@ -74,6 +74,7 @@ pub async fn run(
         identity,
         labels,
         limits.max_outbound_bytes,
+        principal.provides.clone(),
     );
     if let Err(refused) = sessions.attach(&connection, Origin::Peer(principal.created_at)) {
         let refusal = async {

@@ -155,10 +155,20 @@ async fn a_definition_only_import_answers_no_provider_until_a_spoke_registers_it
         .unwrap_err();
     assert_eq!(err.code.as_str(), "VALIDATION_ERROR", "{}", err.message);
 
-    // A spoke declaring the same id without schemas serves the imported contract.
-    let _spoke = hub
-        .spoke("petstore")
+    // A spoke granted the import's namespace, declaring the same id without
+    // schemas, serves the imported contract.
+    let petstore = hub.spoke("petstore").await;
+    let grants = ["pets.*".to_owned()];
+    hub.db
+        .store
+        .set_provides(
+            alkhub::protocol::PrincipalKind::Spoke,
+            "petstore",
+            Some(&grants),
+        )
         .await
+        .unwrap();
+    let _spoke = petstore
         .operation(
             spec("pets", "getPet", OperationType::Query),
             |input| async move { Ok(json!({ "name": format!("pet {}", input.input["petId"]) })) },
@@ -172,7 +182,8 @@ async fn a_definition_only_import_answers_no_provider_until_a_spoke_registers_it
         .unwrap();
     assert_eq!(out["data"]["name"], "pet 7");
 
-    // A spoke cannot change the imported contract.
+    // A spoke without a grant naming the import cannot serve it, whatever it
+    // declares, and learns nothing about the imported contract.
     let mut other = spec("pets", "addPet", OperationType::Query);
     other.input_schema = Some(json!({ "type": "object" }));
     let peer = hub
@@ -186,10 +197,10 @@ async fn a_definition_only_import_answers_no_provider_until_a_spoke_registers_it
         Err(e) => panic!("hello refused outright: {e}"),
     };
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(
-        rejected[0].message.contains("different type"),
-        "{}",
-        rejected[0].message
+    assert_eq!(rejected[0].code.as_str(), "ACCESS_DENIED");
+    assert_eq!(
+        rejected[0].message,
+        "spoke impostor is not granted to provide pets.addPet"
     );
 }
 

@@ -333,6 +333,12 @@ async fn register_and_unregister_later_in_the_session() {
 async fn a_client_session_cannot_provide_what_its_other_session_provides() {
     let hub = hub().await;
     let token = hub.token(PrincipalKind::Client, "cli", &[]).await;
+    let grants = ["cli.*".to_owned()];
+    hub.db
+        .store
+        .set_provides(PrincipalKind::Client, "cli", Some(&grants))
+        .await
+        .unwrap();
     let url = hub.ws_url(PrincipalKind::Client);
     let op = || spec("cli", "status", OperationType::Query);
     let first = PeerBuilder::new(&url, &token)

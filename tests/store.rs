@@ -7,8 +7,8 @@ use std::time::Duration;
 use alkhub::crypto::{Token, TokenKind};
 use alkhub::protocol::{AccessLevel, OperationType, PrincipalKind};
 use alkhub::store::{
-    DefineOutcome, NewDefinition, NewPrincipal, NewRegistration, RegistrationStatus, Source, Store,
-    StoreError,
+    Declaration, Declared, Declarer, DefineOutcome, Definition, NewDefinition, NewPrincipal,
+    NewRegistration, Owner, Refused, RegistrationStatus, Source, Store, StoreError,
 };
 use serde_json::json;
 
@@ -36,6 +36,46 @@ fn registration(operation_id: &str, provider: &str) -> NewRegistration {
         pre_remap_namespace: namespace.to_owned(),
         pre_remap_name: name.to_owned(),
         metadata: json!({}),
+        session_id: None,
+    }
+}
+
+fn declaration(id: &str) -> Declaration {
+    let definition = definition(id, Source::Spoke);
+    Declaration {
+        pre_remap_namespace: definition.namespace.clone(),
+        pre_remap_name: definition.name.clone(),
+        definition,
+    }
+}
+
+type Outcome = Result<Declared, Refused<()>>;
+
+/// Declares as spoke `provider` in `session`, with a gate that lets all pass.
+async fn declare(
+    store: &Store,
+    provider: &str,
+    session: &str,
+    declarations: &[Declaration],
+) -> Vec<Outcome> {
+    let metadata = json!({});
+    let declarer = Declarer {
+        kind: PrincipalKind::Spoke,
+        id: provider,
+        session_id: session,
+        metadata: &metadata,
+    };
+    let open = |_: &Declaration, _: Option<&Definition>| Ok::<(), ()>(());
+    store
+        .declare(&declarer, declarations, &open, &|| true)
+        .await
+        .unwrap()
+}
+
+fn declared(outcome: &Outcome) -> &Declared {
+    match outcome {
+        Ok(declared) => declared,
+        Err(refused) => panic!("refused: {refused:?}"),
     }
 }
 
@@ -60,7 +100,7 @@ async fn namespace_and_name_are_unique(store: &Store) {
         .insert_operation(&definition("dev.fs.read", Source::Openapi))
         .await
         .unwrap_err();
-    assert!(err.is_unique_violation(), "{err}");
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err}");
     let by_name = store
         .get_operation_by_name("dev.fs", "read")
         .await
@@ -378,6 +418,157 @@ async fn principals_are_found_by_token_and_store_only_its_hash(store: &Store) {
     assert!(bad.to_string().contains("Not_A_Slug"), "{bad}");
 }
 
+async fn provider_grants_are_stored_checked_and_replaced(store: &Store) {
+    let new = NewPrincipal {
+        id: "chatbot".into(),
+        provides: Some(vec!["chat.*".into(), "dev.*".into()]),
+        ..Default::default()
+    };
+    store
+        .create_principal(PrincipalKind::Spoke, &new)
+        .await
+        .unwrap();
+    let found = store
+        .get_principal(PrincipalKind::Spoke, "chatbot")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.provides.as_deref(),
+        Some(&["chat.*".to_owned(), "dev.*".to_owned()][..])
+    );
+    store
+        .set_provides(PrincipalKind::Spoke, "chatbot", None)
+        .await
+        .unwrap();
+    let listed = store.list_principals(PrincipalKind::Spoke).await.unwrap();
+    assert_eq!(listed[0].provides, None);
+    let bad = store
+        .set_provides(
+            PrincipalKind::Spoke,
+            "chatbot",
+            Some(&["chat complete".into()]),
+        )
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("chat complete"), "{bad}");
+    let missing = store
+        .set_provides(PrincipalKind::Client, "nobody", Some(&[]))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+}
+
+async fn a_large_declaration_settles_in_one_transaction_owned_and_tied_to_its_session(
+    store: &Store,
+) {
+    let many: Vec<Declaration> = (0..250)
+        .map(|i| declaration(&format!("bulk.op{i}")))
+        .collect();
+    let outcomes = declare(store, "a", "s1", &many).await;
+    assert_eq!(outcomes.len(), 250);
+    assert!(outcomes.iter().all(|o| declared(o).changed));
+    let stored = store.get_operation("bulk.op249").await.unwrap().unwrap();
+    assert_eq!(
+        stored.owner,
+        Some(Owner::provider(PrincipalKind::Spoke, "a"))
+    );
+    let registrations = store.list_registrations().await.unwrap();
+    assert_eq!(registrations.len(), 250);
+    assert!(registrations
+        .iter()
+        .all(|r| r.status == RegistrationStatus::Active && r.session_id.as_deref() == Some("s1")));
+
+    // The same declarations again from a newer session: the same rows,
+    // re-activated and now held by that session.
+    let again = declare(store, "a", "s2", &many).await;
+    assert!(again.iter().all(|o| !declared(o).changed));
+    assert_eq!(
+        declared(&again[7]).registration_id,
+        declared(&outcomes[7]).registration_id
+    );
+    assert_eq!(store.deactivate_sessions(&["s1".into()]).await.unwrap(), 0);
+    assert_eq!(
+        store.deactivate_sessions(&["s2".into()]).await.unwrap(),
+        250
+    );
+    assert!(store
+        .list_registrations()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.status == RegistrationStatus::Inactive));
+}
+
+async fn only_the_owner_changes_description_and_access(store: &Store) {
+    let original = declaration("chat.complete");
+    declared(&declare(store, "a", "s1", std::slice::from_ref(&original)).await[0]);
+
+    let mut other = original.clone();
+    other.definition.description = Some("mine now".into());
+    let outcome = declare(store, "b", "s2", &[other.clone()]).await;
+    assert!(!declared(&outcome[0]).changed);
+    other.definition.access_level = AccessLevel::Public;
+    let outcome = declare(store, "b", "s2", &[other]).await;
+    assert!(
+        matches!(outcome[0], Err(Refused::Conflict("accessLevel"))),
+        "{outcome:?}"
+    );
+    let stored = store.get_operation("chat.complete").await.unwrap().unwrap();
+    assert_eq!(stored.spec, original.definition, "a non-owner changed it");
+
+    let mut owner = original.clone();
+    owner.definition.description = Some("completes".into());
+    owner.definition.access_level = AccessLevel::Public;
+    let outcome = declare(store, "a", "s3", &[owner.clone()]).await;
+    assert!(declared(&outcome[0]).changed);
+    let stored = store.get_operation("chat.complete").await.unwrap().unwrap();
+    assert_eq!(stored.spec, owner.definition);
+}
+
+async fn a_declaration_without_schemas_keeps_the_stored_ones(store: &Store) {
+    let original = declaration("files.read");
+    declare(store, "a", "s1", std::slice::from_ref(&original)).await;
+    for provider in ["a", "b"] {
+        let mut bare = original.clone();
+        bare.definition.input_schema = None;
+        let outcome = declare(store, provider, "s2", &[bare]).await;
+        assert_eq!(
+            declared(&outcome[0]).definition.spec.input_schema,
+            original.definition.input_schema
+        );
+    }
+    let stored = store.get_operation("files.read").await.unwrap().unwrap();
+    assert_eq!(stored.spec.input_schema, original.definition.input_schema);
+    let mut changed = original.clone();
+    changed.definition.input_schema = Some(json!({"type": "string"}));
+    let outcome = declare(store, "a", "s3", &[changed]).await;
+    assert!(
+        matches!(outcome[0], Err(Refused::Conflict("inputSchema"))),
+        "{outcome:?}"
+    );
+}
+
+async fn a_stopped_declaration_writes_nothing(store: &Store) {
+    let metadata = json!({});
+    let declarer = Declarer {
+        kind: PrincipalKind::Spoke,
+        id: "a",
+        session_id: "s1",
+        metadata: &metadata,
+    };
+    let open = |_: &Declaration, _: Option<&Definition>| Ok::<(), ()>(());
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let once = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+    let many: Vec<Declaration> = (0..150)
+        .map(|i| declaration(&format!("half.op{i}")))
+        .collect();
+    let outcomes = store.declare(&declarer, &many, &open, &once).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Err(Refused::Stopped))));
+    assert!(store.list_operations().await.unwrap().is_empty());
+    assert!(store.list_registrations().await.unwrap().is_empty());
+}
+
 macro_rules! store_suite {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -412,4 +603,9 @@ store_suite!(
     cleanup_honours_source_and_grace_period,
     a_conflicting_redeclaration_is_detected,
     principals_are_found_by_token_and_store_only_its_hash,
+    provider_grants_are_stored_checked_and_replaced,
+    a_large_declaration_settles_in_one_transaction_owned_and_tied_to_its_session,
+    only_the_owner_changes_description_and_access,
+    a_declaration_without_schemas_keeps_the_stored_ones,
+    a_stopped_declaration_writes_nothing,
 );

@@ -136,6 +136,7 @@ pub async fn serve(
         identity,
         BTreeMap::new(),
         hub.config().limits.max_outbound_bytes,
+        None,
     );
     sessions.attach(&connection, Origin::Internal)?;
     let mut served = SessionRegistrations::new();
@@ -155,6 +156,7 @@ pub async fn serve(
                 pre_remap_namespace: namespace.to_owned(),
                 pre_remap_name: name.to_owned(),
                 metadata: metadata.clone(),
+                session_id: Some(hub.registrar().session_key(&connection)),
             })
             .await?;
         let registration_id: Arc<str> = registration.id.into();

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::operations::{Definition, NewDefinition, Source};
+use super::operations::{Definition, NewDefinition, Owner, Source};
 use super::{now, on_pool, parse_text, Result, Store, StoreError};
 use crate::protocol::text_enum;
 
@@ -116,6 +116,7 @@ impl Store {
             "SELECT {} FROM operations WHERE id = $1",
             super::operations::COLUMNS
         );
+        let owner = Owner::import(name);
         let changes = on_pool!(self, |pool| {
             let mut tx = pool.begin_with(self.begin_write()).await?;
             let previous: Option<ImportRow> = sqlx::query_as(&select_import)
@@ -143,7 +144,7 @@ impl Store {
                 let existing = existing.map(Definition::try_from).transpose()?;
                 match existing {
                     None => {
-                        super::operations::insert_definition!(id, new, at)
+                        super::operations::insert_definition!(id, new, Some(&owner), at)
                             .execute(&mut *tx)
                             .await?;
                         changes.added.push(id.clone());
@@ -159,7 +160,7 @@ impl Store {
                         sqlx::query(
                             "UPDATE operations SET type = $2, input_schema = $3, output_schema = $4, \
                              access_level = $5, required_scopes = $6, description = $7, \
-                             updated_at = $8 WHERE id = $1",
+                             updated_at = $8, owner_kind = 'import', owner_id = $9 WHERE id = $1",
                         )
                         .bind(id)
                         .bind(new.op_type.as_str())
@@ -169,6 +170,7 @@ impl Store {
                         .bind(Json(&new.required_scopes))
                         .bind(&new.description)
                         .bind(at)
+                        .bind(name)
                         .execute(&mut *tx)
                         .await?;
                         changes.updated.push(id.clone());

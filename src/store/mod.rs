@@ -11,6 +11,7 @@
 //! admin changes) and read at start-up and by admin commands. The call path
 //! never touches it: that is the catalog's job.
 
+mod declare;
 mod imports;
 mod operations;
 mod principals;
@@ -23,8 +24,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use declare::{settle, Declaration, Declared, Declarer, Refused, DECLARE_CHUNK};
 pub use imports::{Import, ImportChanges, ImportKind};
-pub use operations::{contract_difference, DefineOutcome, Definition, NewDefinition, Source};
+pub use operations::{
+    contract_difference, DefineOutcome, Definition, NewDefinition, Owner, OwnerKind, Source,
+};
 pub use principals::{NewPrincipal, Principal};
 pub use registrations::{NewRegistration, Registration, RegistrationStatus};
 
@@ -93,6 +97,12 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// How long a query waits for a pooled connection. Lifecycle writes queue
+/// up when many sessions start or end at once; they should wait their turn
+/// rather than fail (and what still fails is retried, see
+/// [`crate::registration::Registrar::session_ended`]).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -109,6 +119,7 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await?;
             Backend::Sqlite(pool)
@@ -116,7 +127,7 @@ impl Store {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await?;
             Backend::Postgres(pool)

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::{now, on_pool, parse_text, Result, Store, StoreError};
-use crate::protocol::{text_enum, AccessLevel, OperationType};
+use crate::protocol::{text_enum, AccessLevel, OperationType, PrincipalKind};
 
 /// Where a definition came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,6 +22,51 @@ pub enum Source {
 }
 
 text_enum!(Source { Spoke => "spoke", Openapi => "openapi", Mcp => "mcp", Builtin => "builtin" });
+
+/// What kind of principal owns a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnerKind {
+    /// A spoke, by its id.
+    Spoke,
+    /// A client, by its id.
+    Client,
+    /// An import, by its name.
+    Import,
+}
+
+text_enum!(OwnerKind { Spoke => "spoke", Client => "client", Import => "import" });
+
+/// Whose declaration (or which import) created a definition. The owner alone
+/// changes its description, access level and required scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// Spoke, client or import.
+    pub kind: OwnerKind,
+    /// The principal's id or the import's name.
+    pub id: String,
+}
+
+impl Owner {
+    /// The owner that is this provider.
+    pub fn provider(kind: PrincipalKind, id: &str) -> Owner {
+        let kind = match kind {
+            PrincipalKind::Spoke => OwnerKind::Spoke,
+            PrincipalKind::Client => OwnerKind::Client,
+        };
+        Owner {
+            kind,
+            id: id.to_owned(),
+        }
+    }
+
+    /// The owner that is import `name`.
+    pub fn import(name: &str) -> Owner {
+        Owner {
+            kind: OwnerKind::Import,
+            id: name.to_owned(),
+        }
+    }
+}
 
 /// A definition to create or to match against the stored one.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +105,9 @@ pub struct Definition {
     pub id: String,
     /// Everything declared.
     pub spec: NewDefinition,
+    /// Who created it; `None` for built-ins and for definitions older than
+    /// ownership that no provider has claimed yet.
+    pub owner: Option<Owner>,
     /// When the row was created.
     pub created_at: DateTime<Utc>,
     /// When the row last changed.
@@ -79,6 +127,8 @@ pub(super) struct DefinitionRow {
     required_scopes: Json<Vec<String>>,
     description: Option<String>,
     source: String,
+    owner_kind: Option<String>,
+    owner_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -99,6 +149,13 @@ impl TryFrom<DefinitionRow> for Definition {
                 description: r.description,
                 source: parse_text(&r.source)?,
             },
+            owner: match (r.owner_kind, r.owner_id) {
+                (Some(kind), Some(id)) => Some(Owner {
+                    kind: parse_text(&kind)?,
+                    id,
+                }),
+                _ => None,
+            },
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -116,16 +173,21 @@ pub enum DefineOutcome {
 
 pub(super) const COLUMNS: &str =
     "id, namespace, name, type, input_schema, output_schema, access_level, \
-                       required_scopes, description, source, created_at, updated_at";
+                       required_scopes, description, source, owner_kind, owner_id, created_at, updated_at";
 
-/// The insert of one definition with id `$id`, created and updated at
-/// `$at`, ready to execute on a pool or inside a transaction of either engine.
+/// The insert of one definition with id `$id`, owned by `$owner`
+/// (`Option<&Owner>`), created and updated at `$at`, ready to execute on a
+/// pool or inside a transaction of either engine. An existing id is left
+/// alone (no rows affected), so a concurrent creator never aborts the
+/// surrounding transaction.
 macro_rules! insert_definition {
-    ($id:expr, $new:expr, $at:expr) => {
+    ($id:expr, $new:expr, $owner:expr, $at:expr) => {
         sqlx::query(
             "INSERT INTO operations (id, namespace, name, type, input_schema, output_schema, \
-             access_level, required_scopes, description, source, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+             access_level, required_scopes, description, source, owner_kind, owner_id, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13, $11, $11) \
+             ON CONFLICT DO NOTHING",
         )
         .bind($id)
         .bind(&$new.namespace)
@@ -138,6 +200,8 @@ macro_rules! insert_definition {
         .bind(&$new.description)
         .bind($new.source.as_str())
         .bind($at)
+        .bind($owner.map(|o: &$crate::store::Owner| o.kind.as_str()))
+        .bind($owner.map(|o: &$crate::store::Owner| o.id.as_str()))
     };
 }
 pub(super) use insert_definition;
@@ -211,7 +275,7 @@ impl Store {
             }
             match self.insert_operation(new).await {
                 Ok(created) => return Ok((created, DefineOutcome::Created)),
-                Err(e) if e.is_unique_violation() => continue,
+                Err(StoreError::Duplicate { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -221,17 +285,25 @@ impl Store {
         })
     }
 
-    /// Inserts a definition; fails on an existing id or `(namespace, name)`.
+    /// Inserts a definition without an owner; fails on an existing id or
+    /// `(namespace, name)` ([`StoreError::Duplicate`]).
     pub async fn insert_operation(&self, new: &NewDefinition) -> Result<Definition> {
         let at = now();
         let id = new.id();
-        on_pool!(self, |pool| insert_definition!(&id, new, at)
+        let inserted = on_pool!(self, |pool| insert_definition!(&id, new, None, at)
             .execute(pool)
             .await
             .map(|d| d.rows_affected()))?;
+        if inserted == 0 {
+            return Err(StoreError::Duplicate {
+                kind: "operation",
+                id,
+            });
+        }
         Ok(Definition {
             id,
             spec: new.clone(),
+            owner: None,
             created_at: at,
             updated_at: at,
         })

@@ -22,6 +22,9 @@ pub struct NewPrincipal {
     pub scopes: Vec<String>,
     /// Labels (spokes: visible to routing plugins).
     pub labels: BTreeMap<String, String>,
+    /// Operation-id patterns it may provide (`*` matches any characters);
+    /// `None` is the default of its kind (see [`crate::registration::Grants`]).
+    pub provides: Option<Vec<String>>,
 }
 
 /// A stored spoke or client. The token hash stays inside the store.
@@ -37,6 +40,8 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Provider grants; `None` is the default of its kind.
+    pub provides: Option<Vec<String>>,
     /// Disabled principals cannot authenticate.
     pub enabled: bool,
     /// When the last session started.
@@ -54,6 +59,7 @@ struct PrincipalRow {
     token_hash: String,
     scopes: Json<Vec<String>>,
     labels: Json<BTreeMap<String, String>>,
+    provides: Option<Json<Vec<String>>>,
     enabled: bool,
     last_connected_at: Option<DateTime<Utc>>,
     last_seen_at: Option<DateTime<Utc>>,
@@ -68,6 +74,7 @@ impl PrincipalRow {
             name: self.name,
             scopes: self.scopes.0,
             labels: self.labels.0,
+            provides: self.provides.map(|p| p.0),
             enabled: self.enabled,
             last_connected_at: self.last_connected_at,
             last_seen_at: self.last_seen_at,
@@ -90,8 +97,8 @@ fn token_kind(kind: PrincipalKind) -> TokenKind {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, token_hash, scopes, labels, enabled, last_connected_at, last_seen_at, created_at";
+const COLUMNS: &str = "id, name, token_hash, scopes, labels, provides, enabled, \
+                       last_connected_at, last_seen_at, created_at";
 
 impl Store {
     /// Creates a spoke or client with a fresh token and returns the row and
@@ -102,11 +109,12 @@ impl Store {
         new: &NewPrincipal,
     ) -> Result<(Principal, Token)> {
         crate::names::check_slug(&new.id).map_err(StoreError::Invalid)?;
+        check_provides(new.provides.as_deref())?;
         let token = Token::generate(token_kind(kind));
         let at = now();
         let sql = format!(
-            "INSERT INTO {} (id, name, token_hash, scopes, labels, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6)",
+            "INSERT INTO {} (id, name, token_hash, scopes, labels, provides, enabled, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7, $7)",
             table(kind)
         );
         let inserted = on_pool!(self, |pool| sqlx::query(&sql)
@@ -115,6 +123,7 @@ impl Store {
             .bind(&token.hash().0)
             .bind(Json(&new.scopes))
             .bind(Json(&new.labels))
+            .bind(new.provides.as_ref().map(Json))
             .bind(at)
             .execute(pool)
             .await
@@ -134,6 +143,7 @@ impl Store {
             name: new.name.clone(),
             scopes: new.scopes.clone(),
             labels: new.labels.clone(),
+            provides: new.provides.clone(),
             enabled: true,
             last_connected_at: None,
             last_seen_at: None,
@@ -247,6 +257,35 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the provider grants of a principal (`None`: the default of
+    /// its kind). Live sessions keep the grants they authenticated with.
+    pub async fn set_provides(
+        &self,
+        kind: PrincipalKind,
+        id: &str,
+        provides: Option<&[String]>,
+    ) -> Result<()> {
+        check_provides(provides)?;
+        let sql = format!(
+            "UPDATE {} SET provides = $1, updated_at = $2 WHERE id = $3",
+            table(kind)
+        );
+        let done = on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(provides.map(Json))
+            .bind(now())
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))?;
+        if done == 0 {
+            return Err(StoreError::NotFound {
+                kind: kind.as_str(),
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Records that a session of the principal started (`connected`) or was
     /// seen alive or ended.
     pub async fn touch_principal(
@@ -269,4 +308,11 @@ impl Store {
             .map(|d| d.rows_affected()))?;
         Ok(())
     }
+}
+
+fn check_provides(provides: Option<&[String]>) -> Result<()> {
+    for pattern in provides.unwrap_or_default() {
+        crate::registration::check_grant_pattern(pattern).map_err(StoreError::Invalid)?;
+    }
+    Ok(())
 }

@@ -35,6 +35,9 @@ pub struct NewRegistration {
     pub pre_remap_name: String,
     /// Provider-specific metadata (JSON object).
     pub metadata: Value,
+    /// The session activating it; ending that session deactivates the row
+    /// unless a newer session has re-activated it since.
+    pub session_id: Option<String>,
 }
 
 /// A stored registration.
@@ -56,6 +59,8 @@ pub struct Registration {
     pub pre_remap_name: String,
     /// Provider-specific metadata.
     pub metadata: Value,
+    /// The session that last activated it.
+    pub session_id: Option<String>,
     /// When it was last activated.
     pub registered_at: DateTime<Utc>,
     /// When the row was created.
@@ -72,7 +77,7 @@ impl Registration {
 }
 
 #[derive(sqlx::FromRow)]
-struct RegistrationRow {
+pub(super) struct RegistrationRow {
     id: String,
     operation_id: String,
     provider_type: String,
@@ -81,6 +86,7 @@ struct RegistrationRow {
     pre_remap_namespace: String,
     pre_remap_name: String,
     metadata: Json<Value>,
+    session_id: Option<String>,
     registered_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -98,6 +104,7 @@ impl TryFrom<RegistrationRow> for Registration {
             pre_remap_namespace: r.pre_remap_namespace,
             pre_remap_name: r.pre_remap_name,
             metadata: r.metadata.0,
+            session_id: r.session_id,
             registered_at: r.registered_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -105,8 +112,21 @@ impl TryFrom<RegistrationRow> for Registration {
     }
 }
 
-const COLUMNS: &str = "id, operation_id, provider_type, provider_id, status, pre_remap_namespace, \
-                       pre_remap_name, metadata, registered_at, created_at, updated_at";
+pub(super) const COLUMNS: &str =
+    "id, operation_id, provider_type, provider_id, status, pre_remap_namespace, \
+                       pre_remap_name, metadata, session_id, registered_at, created_at, updated_at";
+
+/// The most values one `IN (...)` list binds: far below the bind limits of
+/// both engines, large enough that a batch is a handful of statements.
+pub(super) const IN_LIST_CHUNK: usize = 200;
+
+/// `$first, $first+1, ...`: `count` placeholders for an `IN` list.
+pub(super) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl Store {
     /// Makes `new` an active registration: re-activates the provider's most
@@ -135,10 +155,12 @@ impl Store {
             let id = existing.map(|r| r.id).unwrap_or_else(|| random_id("reg_"));
             let row = sqlx::query_as(&format!(
                 "INSERT INTO operation_registrations (id, operation_id, provider_type, provider_id, \
-                 status, pre_remap_namespace, pre_remap_name, metadata, registered_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $8, $8) \
+                 status, pre_remap_namespace, pre_remap_name, metadata, session_id, registered_at, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $9, $8, $8, $8) \
                  ON CONFLICT (id) DO UPDATE SET status = 'active', metadata = excluded.metadata, \
-                 registered_at = excluded.registered_at, updated_at = excluded.updated_at \
+                 session_id = excluded.session_id, registered_at = excluded.registered_at, \
+                 updated_at = excluded.updated_at \
                  RETURNING {COLUMNS}"
             ))
             .bind(&id)
@@ -149,6 +171,7 @@ impl Store {
             .bind(&new.pre_remap_name)
             .bind(Json(&new.metadata))
             .bind(at)
+            .bind(&new.session_id)
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -166,8 +189,9 @@ impl Store {
     ) -> Result<Registration> {
         let sql = format!(
             "INSERT INTO operation_registrations (id, operation_id, provider_type, provider_id, \
-             status, pre_remap_namespace, pre_remap_name, metadata, registered_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) RETURNING {COLUMNS}"
+             status, pre_remap_namespace, pre_remap_name, metadata, registered_at, created_at, \
+             updated_at, session_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10) RETURNING {COLUMNS}"
         );
         let row: RegistrationRow = on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(random_id("reg_"))
@@ -179,13 +203,14 @@ impl Store {
             .bind(&new.pre_remap_name)
             .bind(Json(&new.metadata))
             .bind(now())
+            .bind(&new.session_id)
             .fetch_one(pool)
             .await)?;
         row.try_into()
     }
 
-    /// Marks the given registrations of a provider inactive (`unregister`).
-    /// Returns how many changed.
+    /// Marks the given registrations of a provider inactive (`unregister`),
+    /// in one statement per [`IN_LIST_CHUNK`] ids. Returns how many changed.
     pub async fn deactivate_registrations(
         &self,
         provider_type: PrincipalKind,
@@ -193,19 +218,45 @@ impl Store {
         registration_ids: &[String],
     ) -> Result<u64> {
         let mut changed = 0;
-        for id in registration_ids {
-            let done = on_pool!(self, |pool| sqlx::query(
+        for ids in registration_ids.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
                 "UPDATE operation_registrations SET status = 'inactive', updated_at = $1 \
-                 WHERE id = $2 AND provider_type = $3 AND provider_id = $4 AND status = 'active'"
-            )
-            .bind(now())
-            .bind(id)
-            .bind(provider_type.as_str())
-            .bind(provider_id)
-            .execute(pool)
-            .await
-            .map(|d| d.rows_affected()))?;
-            changed += done;
+                 WHERE provider_type = $2 AND provider_id = $3 AND status = 'active' AND id IN ({})",
+                placeholders(4, ids.len())
+            );
+            changed += on_pool!(self, |pool| {
+                let mut query = sqlx::query(&sql)
+                    .bind(now())
+                    .bind(provider_type.as_str())
+                    .bind(provider_id);
+                for id in ids {
+                    query = query.bind(id);
+                }
+                query.execute(pool).await.map(|d| d.rows_affected())
+            })?;
+        }
+        Ok(changed)
+    }
+
+    /// Marks inactive every registration still active under one of these
+    /// session ids: the sessions ended, and a row a newer session has
+    /// re-activated carries that session's id instead. Returns how many
+    /// changed.
+    pub async fn deactivate_sessions(&self, session_ids: &[String]) -> Result<u64> {
+        let mut changed = 0;
+        for ids in session_ids.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
+                "UPDATE operation_registrations SET status = 'inactive', updated_at = $1 \
+                 WHERE status = 'active' AND session_id IN ({})",
+                placeholders(2, ids.len())
+            );
+            changed += on_pool!(self, |pool| {
+                let mut query = sqlx::query(&sql).bind(now());
+                for id in ids {
+                    query = query.bind(id);
+                }
+                query.execute(pool).await.map(|d| d.rows_affected())
+            })?;
         }
         Ok(changed)
     }

@@ -4,8 +4,10 @@
 //! - `rename`: exact ids to replace, `{"old.id": "new.id"}`;
 //! - `prefixes`: namespace prefixes to replace, `[{"from": "a.b", "to": "c"}]`;
 //! - `per_spoke_namespaces`: first segments whose operations belong to one
-//!   provider each: the provider id is inserted after the first segment
-//!   (`dev.fs.read` from `devbox` → `dev.devbox.fs.read`);
+//!   spoke each: the spoke id is inserted after the first segment
+//!   (`dev.fs.read` from `devbox` → `dev.devbox.fs.read`); a client's
+//!   declaration there is refused, so a client named like a spoke never
+//!   lands in that spoke's namespace;
 //! - `deny`: namespace prefixes refused outright.
 //!
 //! Everything else keeps its declared id.
@@ -16,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use alkdev::hub::host;
-use exports::alkdev::hub::remap::{Declared, Guest, Mapped, Provider};
+use exports::alkdev::hub::remap::{Declared, Guest, Mapped, PrincipalKind, Provider};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -77,6 +79,11 @@ impl Guest for RuleRemap {
             None => (namespace.clone(), None),
         };
         if rules.per_spoke_namespaces.iter().any(|ns| *ns == first) {
+            if !matches!(provider.kind, PrincipalKind::Spoke) {
+                return Err(format!(
+                    "{first} is a per-spoke namespace; only spokes provide operations in it"
+                ));
+            }
             namespace = match rest {
                 Some(rest) => format!("{first}.{}.{rest}", provider.id),
                 None => format!("{first}.{}", provider.id),
