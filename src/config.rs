@@ -43,6 +43,13 @@ pub struct McpServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Milliseconds a `tools/call` may take before it answers `TIMEOUT`.
     pub call_timeout_ms: u64,
+    /// MCP sessions open at once, all principals together; one more
+    /// `initialize` is refused with HTTP 503. A session ends on `DELETE`, or
+    /// after 5 minutes without a request.
+    pub max_sessions: usize,
+    /// MCP sessions one principal may have open at once; one more
+    /// `initialize` is refused with HTTP 429.
+    pub max_sessions_per_principal: usize,
 }
 
 impl Default for McpServerConfig {
@@ -51,6 +58,8 @@ impl Default for McpServerConfig {
             enabled: true,
             allowed_hosts: Vec::new(),
             call_timeout_ms: 60_000,
+            max_sessions: 1024,
+            max_sessions_per_principal: 16,
         }
     }
 }
@@ -334,6 +343,16 @@ pub struct PluginLimits {
     pub timeout_us: u64,
     /// Size in bytes each linear memory of an instance may grow to.
     pub memory_bytes: usize,
+    /// Elements each table of an instance may grow to (a function table
+    /// costs 8 bytes an element).
+    pub table_elements: usize,
+    /// Core instances one plugin instance may create (a component
+    /// instantiates one per core module it contains).
+    pub instances: usize,
+    /// Tables one plugin instance may create, over all its core instances.
+    pub tables: usize,
+    /// Linear memories one plugin instance may create, over all its core instances.
+    pub memories: usize,
     /// Decisions one warm instance makes before it is replaced by a fresh one.
     pub max_uses: u64,
     /// `fallback` (built-in policy) or `error` (refuse).
@@ -352,6 +371,10 @@ impl Default for PluginLimits {
             epoch_deadline_ms: 100,
             timeout_us: 50_000,
             memory_bytes: 64 * 1024 * 1024,
+            table_elements: 1_000_000,
+            instances: 64,
+            tables: 64,
+            memories: 16,
             max_uses: 1_000_000,
             on_failure: OnFailure::Fallback,
             quarantine_after: 5,
@@ -371,6 +394,14 @@ pub struct PluginOverrides {
     pub timeout_us: Option<u64>,
     /// See [`PluginLimits::memory_bytes`].
     pub memory_bytes: Option<usize>,
+    /// See [`PluginLimits::table_elements`].
+    pub table_elements: Option<usize>,
+    /// See [`PluginLimits::instances`].
+    pub instances: Option<usize>,
+    /// See [`PluginLimits::tables`].
+    pub tables: Option<usize>,
+    /// See [`PluginLimits::memories`].
+    pub memories: Option<usize>,
     /// See [`PluginLimits::max_uses`].
     pub max_uses: Option<u64>,
     /// See [`PluginLimits::on_failure`].
@@ -395,6 +426,10 @@ impl PluginsConfig {
                 epoch_deadline_ms,
                 timeout_us,
                 memory_bytes,
+                table_elements,
+                instances,
+                tables,
+                memories,
                 max_uses,
                 on_failure,
                 quarantine_after,
@@ -509,6 +544,11 @@ enabled = true
 allowed_hosts = []
 # Milliseconds a tools/call may take before it answers TIMEOUT.
 call_timeout_ms = 60000
+# MCP sessions open at once, all principals together; one more initialize is
+# answered 503. A session ends on DELETE or after 5 minutes without a request.
+max_sessions = 1024
+# MCP sessions one principal may have open at once; one more is answered 429.
+max_sessions_per_principal = 16
 
 [remap]
 # Namespaces whose operations belong to one spoke each: the spoke id is
@@ -544,6 +584,14 @@ epoch_deadline_ms = 100
 timeout_us = 50000
 # Size in bytes each linear memory of an instance may grow to.
 memory_bytes = 67108864
+# Elements each table of an instance may grow to (8 bytes each).
+table_elements = 1000000
+# Core instances, tables and linear memories one instance may create (a
+# component holds several core modules). With the sizes above they bound a
+# warm instance's memory: memories x memory_bytes + tables x table_elements x 8.
+instances = 64
+tables = 64
+memories = 16
 # Decisions one warm instance makes before it is replaced by a fresh one.
 max_uses = 1000000
 # "fallback" (decide with the built-in policy) or "error" (refuse).

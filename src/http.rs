@@ -44,6 +44,10 @@ pub fn router(hub: Hub) -> Router {
 }
 
 /// `GET /healthz`: 200 while the hub serves and the database answers.
+///
+/// Anyone may ask, so a failure is described in general words: the
+/// database's own error (host names, user names, file paths) goes to the
+/// log only.
 async fn healthz(State(hub): State<Hub>) -> (StatusCode, Json<serde_json::Value>) {
     if hub.is_shutting_down() {
         return (
@@ -53,10 +57,16 @@ async fn healthz(State(hub): State<Hub>) -> (StatusCode, Json<serde_json::Value>
     }
     match hub.store().ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "message": e.to_string()})),
-        ),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "unavailable",
+                    "message": "the database does not answer; the hub's log has the reason",
+                })),
+            )
+        }
     }
 }
 

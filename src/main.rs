@@ -324,8 +324,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin {
             command: PluginCommand::Check { file },
         } => {
+            // The operator's own tool: unlike `GET /v1/plugins`, it shows the whole path.
+            let path = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
             let report =
                 tokio::task::spawn_blocking(move || alkhub::plugins::check_file(&file)).await??;
+            println!("file: {}", path.display());
             println!(
                 "world: {}",
                 serde_json::to_value(report.world)?

@@ -8,10 +8,16 @@
 //! standalone stream (protocol revisions up to 2025-11-25) or on a
 //! `subscriptions/listen` stream (2026-07-28). The mapping is in
 //! `docs/imports.md`.
+//!
+//! Sessions (revisions up to 2025-11-25) are counted by [`Sessions`]: at
+//! most `[mcp] max_sessions` at once, and `max_sessions_per_principal` for
+//! one principal; an `initialize` past either is refused with a JSON body
+//! naming the key.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -25,9 +31,15 @@ use rmcp::model::{
     Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
     ServerConfig, SubscriptionFilter, Tool, ToolAnnotations,
 };
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
+use rmcp::transport::streamable_http_server::{
+    RestoreOutcome, SessionId, SessionManager, StreamableHttpServerConfig, StreamableHttpService,
+};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -37,12 +49,20 @@ use crate::catalog::{Catalog, Entry};
 use crate::connection::{budgeted, now_ms};
 use crate::dispatch::{check_access, Access, CallError, CallEvent, CallRequest, Caller};
 use crate::http::{identify, AbortOnDrop};
-use crate::protocol::{ErrorCode, Identity, OperationType};
+use crate::protocol::{ErrorCode, Identity, OperationType, PrincipalKind};
 use crate::server::Hub;
 use crate::store::Source;
 
 /// The longest tool name MCP allows.
 const MAX_TOOL_NAME: usize = 128;
+
+/// What separates the kept start of a long operation id from its hash in
+/// a tool name. No operation id contains it (every segment of an id starts
+/// with a letter), so no operation is ever named like a hashed tool name.
+const HASH_MARK: &str = "._";
+
+/// Hex digits of the id's SHA-256 in a hashed tool name (128 bits).
+const HASH_DIGITS: usize = 32;
 
 /// How long a burst of catalog changes (a spoke registering fifty
 /// operations) may take to settle into one notification.
@@ -62,7 +82,10 @@ pub fn router(hub: Hub, stop: CancellationToken) -> Router {
     let for_sessions = hub.clone();
     let service = StreamableHttpService::new(
         move || Ok(Tools::new(for_sessions.clone())),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(Sessions::new(
+            settings.max_sessions,
+            settings.max_sessions_per_principal,
+        )),
         config,
     );
     Router::new()
@@ -70,15 +93,14 @@ pub fn router(hub: Hub, stop: CancellationToken) -> Router {
         .layer(middleware::from_fn_with_state(hub, authenticate))
 }
 
-/// Lets through requests with a valid bearer token, their identity attached.
+/// Lets through requests with a valid bearer token, their identity attached,
+/// and answers an `initialize` that [`Sessions`] refused.
 async fn authenticate(State(hub): State<Hub>, mut request: Request, next: Next) -> Response {
     if hub.is_shutting_down() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is shutting down");
     }
-    match identify(&hub, request.headers()).await {
-        Ok(Some(identity)) => {
-            request.extensions_mut().insert(identity);
-        }
+    let identity = match identify(&hub, request.headers()).await {
+        Ok(Some(identity)) => identity,
         Ok(None) => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
@@ -86,8 +108,21 @@ async fn authenticate(State(hub): State<Hub>, mut request: Request, next: Next) 
             )
         }
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, &e.message),
+    };
+    let opener = Opener {
+        principal: principal_key(&identity),
+        refused: Arc::default(),
+    };
+    let refused = opener.refused.clone();
+    request.extensions_mut().insert(identity);
+    let response = OPENER.scope(opener, next.run(request)).await;
+    // rmcp answers a session manager's error with a 500 of its own; a
+    // refusal gets the status and body that say which limit it was.
+    let refusal = refused.lock().unwrap().take();
+    match refusal {
+        Some(refusal) => refusal.response(),
+        None => response,
     }
-    next.run(request).await
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -102,6 +137,240 @@ fn refuse(status: StatusCode, message: &str) -> Response {
         Json(json!({"code": code, "message": message})),
     )
         .into_response()
+}
+
+/// `spoke:ID` or `client:ID`: whose sessions are counted together.
+fn principal_key(identity: &Identity) -> String {
+    let kind = match identity.kind {
+        PrincipalKind::Spoke => "spoke",
+        PrincipalKind::Client => "client",
+    };
+    format!("{kind}:{}", identity.id)
+}
+
+tokio::task_local! {
+    /// Who sent the HTTP request being served, for [`Sessions`] to count
+    /// the session it may open: rmcp creates the session while it serves
+    /// the request, in the request's task, and passes nothing else along.
+    static OPENER: Opener;
+}
+
+#[derive(Clone)]
+struct Opener {
+    principal: String,
+    /// Set by [`Sessions`] when it refuses to open a session.
+    refused: Arc<Mutex<Option<Refusal>>>,
+}
+
+/// A session [`Sessions`] would not open, and the limit it would have passed.
+#[derive(Debug, Clone, thiserror::Error)]
+enum Refusal {
+    #[error(
+        "the hub has {0} MCP sessions open, its limit ([mcp] max_sessions = {0}); \
+         close one (DELETE /mcp) or retry later"
+    )]
+    Total(usize),
+    #[error(
+        "{principal} has {limit} MCP sessions open, its limit \
+         ([mcp] max_sessions_per_principal = {limit}); close one (DELETE /mcp) first"
+    )]
+    PerPrincipal { principal: String, limit: usize },
+}
+
+impl Refusal {
+    /// 503 when the hub is full, 429 when the principal is.
+    fn response(&self) -> Response {
+        let status = match self {
+            Refusal::Total(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::PerPrincipal { .. } => StatusCode::TOO_MANY_REQUESTS,
+        };
+        (
+            status,
+            Json(json!({"code": ErrorCode::Overloaded, "message": self.to_string()})),
+        )
+            .into_response()
+    }
+}
+
+/// Why [`Sessions`] did not do what rmcp asked.
+#[derive(Debug, thiserror::Error)]
+enum SessionsError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Local(#[from] LocalSessionManagerError),
+}
+
+/// rmcp's in-memory sessions, counted in total and per principal. A session
+/// is counted from its creation until rmcp closes it: on `DELETE`, when
+/// its handler ends, or after five minutes without a request (rmcp's
+/// keep-alive), which is what keeps an abandoned session from holding its
+/// place for ever.
+struct Sessions {
+    inner: LocalSessionManager,
+    max_total: usize,
+    max_per_principal: usize,
+    // A std lock: held for a few map operations, never across an await.
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Sessions open or being opened.
+    total: usize,
+    per_principal: HashMap<String, usize>,
+    owners: HashMap<SessionId, String>,
+}
+
+impl Counts {
+    fn release(&mut self, principal: &str) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_principal.get_mut(principal) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_principal.remove(principal);
+            }
+        }
+    }
+}
+
+impl Sessions {
+    fn new(max_total: usize, max_per_principal: usize) -> Self {
+        Sessions {
+            inner: LocalSessionManager::default(),
+            max_total,
+            max_per_principal,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Counts a session about to open for `principal`, or says which limit
+    /// it would pass.
+    fn reserve(&self, principal: &str) -> Result<(), Refusal> {
+        let mut counts = self.counts.lock().unwrap();
+        if counts.total >= self.max_total {
+            return Err(Refusal::Total(self.max_total));
+        }
+        let mine = counts
+            .per_principal
+            .entry(principal.to_owned())
+            .or_default();
+        if *mine >= self.max_per_principal {
+            return Err(Refusal::PerPrincipal {
+                principal: principal.to_owned(),
+                limit: self.max_per_principal,
+            });
+        }
+        *mine += 1;
+        counts.total += 1;
+        Ok(())
+    }
+}
+
+impl SessionManager for Sessions {
+    type Error = SessionsError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        let opener = OPENER.try_with(Opener::clone).ok();
+        let principal = opener
+            .as_ref()
+            .map(|o| o.principal.clone())
+            .unwrap_or_default();
+        if let Err(refusal) = self.reserve(&principal) {
+            tracing::warn!(%principal, reason = %refusal, "MCP session refused");
+            if let Some(opener) = opener {
+                *opener.refused.lock().unwrap() = Some(refusal.clone());
+            }
+            return Err(refusal.into());
+        }
+        match self.inner.create_session().await {
+            Ok((id, transport)) => {
+                let mut counts = self.counts.lock().unwrap();
+                counts.owners.insert(id.clone(), principal);
+                Ok((id, transport))
+            }
+            Err(e) => {
+                self.counts.lock().unwrap().release(&principal);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        let closed = self.inner.close_session(id).await;
+        let mut counts = self.counts.lock().unwrap();
+        // rmcp may close a session twice (DELETE, then its worker ending).
+        if let Some(principal) = counts.owners.remove(id) {
+            counts.release(&principal);
+        }
+        Ok(closed?)
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.inner.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        Ok(self.inner.has_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<
+        impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+        Self::Error,
+    > {
+        Ok(self.inner.create_stream(id, message).await?)
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        Ok(self.inner.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<
+        impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+        Self::Error,
+    > {
+        Ok(self.inner.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<
+        impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
+        Self::Error,
+    > {
+        Ok(self.inner.resume(id, last_event_id).await?)
+    }
+
+    // No session store is configured, so rmcp never restores a session
+    // (which would bypass the count): the default answers NotSupported.
+    async fn restore_session(
+        &self,
+        _id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        Ok(RestoreOutcome::NotSupported)
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
 }
 
 /// One MCP session's handler (one request's, for sessionless clients).
@@ -154,9 +423,10 @@ impl ServerHandler for Tools {
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let identity = identity(&cx.extensions)?;
-        let tools = callable(self.catalog(), &identity)
-            .iter()
-            .map(|e| tool(e))
+        let entries = callable(self.catalog(), &identity);
+        let tools = unambiguous(&entries)
+            .into_iter()
+            .map(|(name, e)| tool(e, name))
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -338,33 +608,82 @@ fn same_tools(a: &[Arc<Entry>], b: &[Arc<Entry>]) -> bool {
             .all(|(x, y)| Arc::ptr_eq(&x.definition, &y.definition))
 }
 
-/// The tool name of an operation: its id, which MCP's characters allow
-/// (`A-Z a-z 0-9 _ - .`), shortened to 128 characters with a hash suffix.
+/// The tool name of an operation: its id when MCP allows it as a name (up
+/// to 128 of `A-Z a-z 0-9 _ - .`), and otherwise the id's first 94
+/// characters, [`HASH_MARK`] and 128 bits of the id's SHA-256.
+///
+/// No two operations share a name: an id that is its own name contains no
+/// `._` (every segment of an id starts with a letter) and a hashed name
+/// always does, so an operation can never be named like another's hashed
+/// name; two hashed names differ unless SHA-256 collides, and
+/// [`unambiguous`] drops such a pair anyway.
 pub fn tool_name(operation_id: &str) -> Cow<'_, str> {
-    if operation_id.len() <= MAX_TOOL_NAME {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if operation_id.len() <= MAX_TOOL_NAME
+        && !operation_id.is_empty()
+        && !operation_id.contains(HASH_MARK)
+        && operation_id.chars().all(allowed)
+    {
         return Cow::Borrowed(operation_id);
     }
+    let keep = MAX_TOOL_NAME - HASH_MARK.len() - HASH_DIGITS;
+    let start: String = operation_id
+        .chars()
+        .take(keep)
+        .map(|c| if allowed(c) { c } else { '_' })
+        .collect();
     let hash = crate::crypto::sha256_hex(operation_id.as_bytes());
-    Cow::Owned(format!(
-        "{}-{}",
-        &operation_id[..MAX_TOOL_NAME - 9],
-        &hash[..8]
-    ))
+    Cow::Owned(format!("{start}{HASH_MARK}{}", &hash[..HASH_DIGITS]))
 }
 
-/// The operation behind a tool name, when `identity` may see it.
+/// Each entry with its tool name, leaving out any name two entries share
+/// (which takes a SHA-256 collision): a name stands for one operation or
+/// for none.
+fn unambiguous(entries: &[Arc<Entry>]) -> Vec<(Cow<'_, str>, &Arc<Entry>)> {
+    let named: Vec<_> = entries
+        .iter()
+        .map(|e| (tool_name(&e.definition.id), e))
+        .collect();
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for (name, _) in &named {
+        *uses.entry(name.as_ref()).or_default() += 1;
+    }
+    let shared: Vec<String> = uses
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if shared.is_empty() {
+        return named;
+    }
+    tracing::error!(
+        ?shared,
+        "MCP tool names shared by several operations are left out"
+    );
+    named
+        .into_iter()
+        .filter(|(name, _)| !shared.iter().any(|s| s == name))
+        .collect()
+}
+
+/// The operation behind a tool name, when `identity` may see it: the one
+/// operation [`tool_name`] gives that name, the mapping the listing used.
 fn find(catalog: &Catalog, name: &str, identity: &Identity) -> Option<Arc<Entry>> {
     let visible = |e: &Arc<Entry>| matches!(check_access(e, Some(identity)), Access::Allowed);
-    if let Some(entry) = catalog.get(name) {
-        return visible(&entry).then_some(entry);
+    if !name.contains(HASH_MARK) {
+        // A name without the mark is an operation id, looked up directly.
+        return catalog
+            .get(name)
+            .filter(|e| visible(e) && tool_name(&e.definition.id) == name);
     }
-    if name.len() != MAX_TOOL_NAME {
-        return None;
-    }
-    catalog
+    let mut named = catalog
         .list()
         .into_iter()
-        .find(|e| tool_name(&e.definition.id) == name && visible(e))
+        .filter(|e| visible(e) && tool_name(&e.definition.id) == name);
+    match (named.next(), named.next()) {
+        (Some(entry), None) => Some(entry),
+        _ => None,
+    }
 }
 
 /// How a tool's arguments become the operation's input.
@@ -404,8 +723,8 @@ fn object(value: Value) -> JsonObject {
     }
 }
 
-/// An operation as an MCP tool.
-fn tool(entry: &Entry) -> Tool {
+/// An operation as an MCP tool named `name`.
+fn tool(entry: &Entry, name: Cow<'_, str>) -> Tool {
     let definition = &entry.definition;
     let spec = &definition.spec;
     let description = spec
@@ -413,12 +732,8 @@ fn tool(entry: &Entry) -> Tool {
         .clone()
         .unwrap_or_else(|| format!("Operation {} ({}).", definition.id, spec.op_type.as_str()));
     let (schema, _) = input_schema(spec.input_schema.as_ref());
-    let mut tool = Tool::new(
-        tool_name(&definition.id).into_owned(),
-        description,
-        Arc::new(schema),
-    )
-    .with_annotations(ToolAnnotations::new().read_only(spec.op_type == OperationType::Query));
+    let mut tool = Tool::new(name.into_owned(), description, Arc::new(schema))
+        .with_annotations(ToolAnnotations::new().read_only(spec.op_type == OperationType::Query));
     // Structured results are objects; other output schemas stay unsaid.
     if let Some(Value::Object(out)) = &spec.output_schema {
         if out.get("type").is_some_and(|t| t == "object") {
@@ -487,6 +802,8 @@ mod tests {
     #[test]
     fn tool_names_are_operation_ids_up_to_128_characters() {
         assert_eq!(tool_name("files.read"), "files.read");
+        let longest = format!("ns.{}", "a".repeat(125));
+        assert_eq!(tool_name(&longest), longest.as_str());
         let long = format!("ns.{}", "a".repeat(200));
         let name = tool_name(&long);
         assert_eq!(name.len(), MAX_TOOL_NAME);
@@ -496,6 +813,28 @@ mod tests {
         assert!(name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)));
+    }
+
+    #[test]
+    fn no_operation_id_is_named_like_a_hashed_tool_name() {
+        let long = format!("ns.{}.op", "a".repeat(200));
+        let hashed = tool_name(&long).into_owned();
+        // The hashed name is not a valid operation id, so no operation can
+        // take it; and the name the hub used to give (a dash and 8 hex
+        // digits) is an ordinary id now, distinct from the hashed name.
+        assert!(
+            crate::names::split_operation_id(&hashed).is_none(),
+            "{hashed}"
+        );
+        let old_style = format!("{}-{}", &long[..119], "0123abcd");
+        assert!(crate::names::split_operation_id(&old_style).is_some());
+        assert_eq!(tool_name(&old_style), old_style.as_str());
+        assert_ne!(tool_name(&old_style), hashed);
+        // An id that is not valid (as one could only be by mistake) is
+        // hashed rather than taken as its own name.
+        assert_ne!(tool_name(&hashed), hashed.as_str());
+        assert!(tool_name("bad id").contains(HASH_MARK));
+        assert_eq!(tool_name(&"é".repeat(100)).len(), MAX_TOOL_NAME);
     }
 
     #[test]

@@ -279,3 +279,204 @@ async fn scopes_show_more_and_a_token_is_required() {
         );
     }
 }
+
+/// A spoke `id` serving one query `namespace.name` that answers `id`.
+async fn serving(hub: &TestHub, id: &str, namespace: &str, name: &str) -> Peer {
+    let who = id.to_owned();
+    hub.spoke(id)
+        .await
+        .operation(spec(namespace, name, OperationType::Query), move |_| {
+            let who = who.clone();
+            async move { Ok(json!(who)) }
+        })
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_long_operation_id_keeps_its_own_tool_whatever_other_operations_are_named() {
+    let hub = hub().await;
+    // 208 characters: longer than a tool name may be.
+    let long_ns = format!("long.{}", "a".repeat(200));
+    let long_id = format!("{long_ns}.op");
+    let _long = serving(&hub, "owner", &long_ns, "op").await;
+    let hashed = alkhub::mcp_server::tool_name(&long_id).into_owned();
+    assert_eq!(hashed.len(), 128);
+
+    // The name the hub gave this tool before (its first 119 characters, a
+    // dash, 8 hex digits) is a valid operation id another spoke may take.
+    let digest = alkhub::crypto::sha256_hex(long_id.as_bytes());
+    let old_name = format!("{}-{}", &long_id[..119], &digest[..8]);
+    let (old_ns, old_op) = old_name.rsplit_once('.').unwrap();
+    let _squatter = serving(&hub, "squatter", old_ns, old_op).await;
+
+    // Declaring an operation named exactly like the hashed tool name is refused.
+    let (hashed_ns, hashed_op) = hashed.rsplit_once('.').unwrap();
+    let mimic = hub
+        .spoke("mimic")
+        .await
+        .operation(
+            spec(hashed_ns, hashed_op, OperationType::Query),
+            |_| async { Ok(json!("mimic")) },
+        )
+        .connect()
+        .await
+        .unwrap();
+    assert!(mimic.welcome().registrations.is_empty());
+    assert_eq!(mimic.welcome().rejected.len(), 1);
+
+    let token = hub.token(PrincipalKind::Client, "agent", &[]).await;
+    let mut client = McpClient::start(&hub, &token, "auto").await;
+    let tools = client.tools().await;
+    assert!(tools.contains_key(&hashed), "{:?}", names(&tools));
+    assert!(tools.contains_key(&old_name), "{:?}", names(&tools));
+    assert_ne!(hashed, old_name);
+    assert!(
+        tools[&hashed]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&long_id),
+        "{}",
+        tools[&hashed]
+    );
+
+    // Each name reaches its own operation's spoke.
+    let result = client.call(&hashed, json!({})).await;
+    assert_eq!(text(&result, 0), "owner", "{result}");
+    let result = client.call(&old_name, json!({})).await;
+    assert_eq!(text(&result, 0), "squatter", "{result}");
+    // A name in the hashed form that no operation has reaches nothing.
+    let forged = format!("{}{}", &hashed[..96], "0".repeat(32));
+    let result = client.call(&forged, json!({})).await;
+    assert_eq!(result["event"], "error", "{result}");
+}
+
+/// A raw `initialize` (protocol 2025-11-25, which opens a session): the
+/// status, the session id when one opened, and the body when refused.
+async fn initialize(hub: &TestHub, token: &str) -> (u16, Option<String>, Value) {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "0"}}
+    })
+    .to_string();
+    let head = mcp_request(hub, "POST", token, None, &body).await;
+    let (status, session, rest) = head;
+    let refusal = if status == 200 {
+        Value::Null
+    } else {
+        serde_json::from_str(&rest).unwrap_or(Value::Null)
+    };
+    (status, session, refusal)
+}
+
+/// One request to `/mcp`: status, `Mcp-Session-Id` and, unless the answer
+/// is a 200 (an event stream, left unread), the body.
+async fn mcp_request(
+    hub: &TestHub,
+    method: &str,
+    token: &str,
+    session: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let session = session
+        .map(|s| format!("Mcp-Session-Id: {s}\r\nMCP-Protocol-Version: 2025-11-25\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} /mcp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n{session}\
+         Accept: application/json, text/event-stream\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("no answer from /mcp")
+            .unwrap();
+        assert!(n > 0, "closed before the headers");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let session = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("mcp-session-id")
+            .then(|| value.trim().to_owned())
+    });
+    if status == 200 {
+        return (status, session, String::new());
+    }
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the body did not end")
+        .unwrap();
+    let body = String::from_utf8_lossy(&raw[head_end + 4..]).into_owned();
+    (status, session, body)
+}
+
+#[tokio::test]
+async fn mcp_sessions_are_capped_in_total_and_per_principal() {
+    let hub = common::hub_with(|c| {
+        c.mcp.max_sessions = 2;
+        c.mcp.max_sessions_per_principal = 1;
+    })
+    .await;
+    let a = hub.token(PrincipalKind::Client, "a", &[]).await;
+    let b = hub.token(PrincipalKind::Client, "b", &[]).await;
+    let c = hub.token(PrincipalKind::Client, "c", &[]).await;
+
+    let (status, a_session, _) = initialize(&hub, &a).await;
+    assert_eq!(status, 200);
+    let a_session = a_session.expect("a session id");
+
+    // A second session of the same principal: 429, naming the key.
+    let (status, session, body) = initialize(&hub, &a).await;
+    assert_eq!((status, session), (429, None), "{body}");
+    assert_eq!(body["code"], "OVERLOADED", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("[mcp] max_sessions_per_principal = 1") && message.contains("client:a"),
+        "{message}"
+    );
+
+    let (status, _, _) = initialize(&hub, &b).await;
+    assert_eq!(status, 200);
+
+    // The hub is full: 503, naming the key.
+    let (status, session, body) = initialize(&hub, &c).await;
+    assert_eq!((status, session), (503, None), "{body}");
+    assert_eq!(body["code"], "OVERLOADED", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("[mcp] max_sessions = 2"),
+        "{body}"
+    );
+
+    // Closing a session frees its place.
+    let (status, _, body) = mcp_request(&hub, "DELETE", &a, Some(&a_session), "").await;
+    assert!(status < 300, "{status} {body}");
+    let (status, session, body) = initialize(&hub, &c).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(session.is_some());
+
+    // The sessionless protocol opens no session and is not refused.
+    let mut client = McpClient::start(&hub, &a, "auto").await;
+    let tools = client.tools().await;
+    assert!(
+        tools.contains_key("hub.operations.list"),
+        "{:?}",
+        names(&tools)
+    );
+}

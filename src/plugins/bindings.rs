@@ -11,9 +11,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::runner::Limiter;
 use crate::policy::{Candidate, RouteCall};
 
 /// The routing world, 0.2.0.
@@ -60,8 +60,8 @@ pub struct PluginState {
     pub name: Arc<str>,
     /// Its settings as JSON, for the `config` import.
     pub settings: Arc<str>,
-    /// Its memory limit.
-    pub limits: StoreLimits,
+    /// Its resource limits.
+    pub limits: Limiter,
     /// The call being routed, for the `call-details` import.
     pub details: Details,
     wasi: WasiCtx,
@@ -72,7 +72,7 @@ impl PluginState {
     /// A state granting nothing: WASI is linked for guests whose toolchains
     /// import it, but there are no preopened directories, no environment,
     /// no arguments, no network and no standard input.
-    pub fn new(name: Arc<str>, settings: Arc<str>, limits: StoreLimits) -> Self {
+    pub fn new(name: Arc<str>, settings: Arc<str>, limits: Limiter) -> Self {
         PluginState {
             name,
             settings,
@@ -341,7 +341,7 @@ mod tests {
             candidate("reg-a", "spoke-a", &a_labels),
             candidate("reg-b", "spoke-b", &b_labels),
         ];
-        let limits = wasmtime::StoreLimitsBuilder::new().build();
+        let limits = Limiter::new(&crate::config::PluginLimits::default());
         let mut state = PluginState::new("test".into(), "{}".into(), limits);
         state.details.fill(&call, &candidates);
 

@@ -1,6 +1,7 @@
 //! One engine for the process, compiling components once (cached on disk
-//! by content hash and engine compatibility), and checking each component
-//! against the two worlds.
+//! by content hash and engine compatibility, each cache file checked
+//! against the digest written with it before it is loaded), and checking
+//! each component against the two worlds.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -177,17 +178,26 @@ impl Loader {
     fn compile_uncached_in_memory(&self, bytes: &[u8], digest: &str) -> anyhow::Result<Component> {
         let cached = self.cache_path(digest);
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `precompile_component` of an
-            // engine with the same compatibility hash (it is in the name), in
-            // a folder only the hub writes; a damaged file fails to
-            // deserialize and is compiled again below.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(component) => {
-                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(component);
+            match read_cache_file(path) {
+                Ok(compiled) => {
+                    // SAFETY: these are the bytes `precompile_component` of an
+                    // engine with the same compatibility hash (it is in the
+                    // name) wrote, unchanged since: their SHA-256 is the one
+                    // written with them. Deserializing anything else could
+                    // run arbitrary code, which is why the digest is checked
+                    // first.
+                    match unsafe { Component::deserialize(&self.engine, compiled) } {
+                        Ok(component) => {
+                            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                            return Ok(component);
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "cached component unusable; compiling")
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cached component unusable; compiling")
+                    tracing::warn!(file = %path.display(), error = %e, "cached component rejected; compiling")
                 }
             }
         }
@@ -199,8 +209,8 @@ impl Loader {
         tracing::info!(digest = &digest[..16], "compiled plugin component");
         if let Some(path) = &cached {
             let tmp = path.with_extension("tmp");
-            if let Err(e) =
-                std::fs::write(&tmp, &serialized).and_then(|()| std::fs::rename(&tmp, path))
+            if let Err(e) = std::fs::write(&tmp, cache_file(&serialized))
+                .and_then(|()| std::fs::rename(&tmp, path))
             {
                 tracing::warn!(file = %path.display(), error = %e, "cannot write the plugin cache");
             }
@@ -264,6 +274,44 @@ impl Loader {
     }
 }
 
+/// How a cache file starts: this tag, the SHA-256 (hex) of the compiled
+/// bytes, a newline, then the bytes. The digest catches a truncated or
+/// altered file before wasmtime trusts it; it is no signature (whoever can
+/// write the cache folder can write a matching digest, and can as well
+/// replace the plugins), so the folder must stay writable by the hub alone.
+const CACHE_TAG: &[u8] = b"alkhub-compiled-sha256:";
+
+/// The content of a cache file holding `compiled`.
+fn cache_file(compiled: &[u8]) -> Vec<u8> {
+    let mut file = Vec::with_capacity(CACHE_TAG.len() + 65 + compiled.len());
+    file.extend_from_slice(CACHE_TAG);
+    file.extend_from_slice(sha256_hex(compiled).as_bytes());
+    file.push(b'\n');
+    file.extend_from_slice(compiled);
+    file
+}
+
+/// The compiled bytes of a cache file, when they match the digest written
+/// with them.
+fn read_cache_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut file = std::fs::read(path)?;
+    let header = CACHE_TAG.len() + 65;
+    let recorded = file
+        .get(..header)
+        .filter(|h| h.starts_with(CACHE_TAG) && h[header - 1] == b'\n')
+        .map(|h| h[CACHE_TAG.len()..header - 1].to_vec())
+        .ok_or_else(|| anyhow!("it does not start with a digest of its content"))?;
+    let actual = sha256_hex(&file[header..]);
+    if recorded != actual.as_bytes() {
+        return Err(anyhow!(
+            "its content does not match the digest written with it (SHA-256 {actual}, expected {})",
+            String::from_utf8_lossy(&recorded)
+        ));
+    }
+    file.drain(..header);
+    Ok(file)
+}
+
 /// The import name prefix of `call-details`, any version.
 const CALL_DETAILS: &str = "alkdev:hub/call-details@";
 
@@ -303,4 +351,52 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
             .collect(),
         size: bytes.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_file_that_does_not_match_its_digest_is_compiled_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = Loader::new(dir.path()).unwrap();
+        let (_, bytes) = super::super::EMBEDDED[1];
+        let digest = sha256_hex(bytes);
+        let path = loader.cache_path(&digest).unwrap();
+        let counts = || {
+            (
+                loader.compiled.load(Ordering::Relaxed),
+                loader.cache_hits.load(Ordering::Relaxed),
+            )
+        };
+        loader.compile_uncached_in_memory(bytes, &digest).unwrap();
+        assert_eq!(counts(), (1, 0));
+        loader.compile_uncached_in_memory(bytes, &digest).unwrap();
+        assert_eq!(counts(), (1, 1), "a good file is used");
+
+        let damages: [(&str, fn(&mut Vec<u8>)); 3] = [
+            ("one byte changed", |f| {
+                let middle = f.len() / 2;
+                f[middle] ^= 1;
+            }),
+            ("truncated", |f| f.truncate(f.len() - 100)),
+            ("no digest", |f| {
+                f.drain(..CACHE_TAG.len() + 65);
+            }),
+        ];
+        for (i, (what, damage)) in damages.into_iter().enumerate() {
+            let mut file = std::fs::read(&path).unwrap();
+            damage(&mut file);
+            std::fs::write(&path, &file).unwrap();
+            assert!(read_cache_file(&path).is_err(), "{what} was accepted");
+            let component = loader.compile_uncached_in_memory(bytes, &digest).unwrap();
+            assert_eq!(counts(), (2 + i as u64, 1), "{what}: compiled again");
+            assert!(loader.prepare(&component).is_ok(), "{what}");
+            assert!(
+                read_cache_file(&path).is_ok(),
+                "{what}: the file is rewritten"
+            );
+        }
+    }
 }

@@ -86,6 +86,11 @@ pub struct PluginStatus {
     pub error: Option<String>,
     /// `file` or `embedded`.
     pub source: &'static str,
+    /// The name of its file in the plugins folder (`sticky.wasm`), never the
+    /// folder: where the hub's files live is the operator's to know, and
+    /// there is no admin role yet to show it to. `alkhub plugin check`
+    /// prints full paths.
+    pub file: Option<String>,
     /// Decisions made.
     pub decisions: u64,
     /// Decisions that failed (trap, deadline, memory, invalid answer).
@@ -196,8 +201,11 @@ impl PluginHost {
         let Some(name) = plugin_name(path) else {
             return false;
         };
+        // The error is shown by `GET /v1/plugins`: it names the file, the
+        // log line below its whole path.
+        let file = file_name(path).unwrap_or_default();
         let loaded = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+            .map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))
             .and_then(|bytes| {
                 let settings = self.settings_json(&name, per_spoke_namespaces);
                 let limits = self.inner.config.limits_of(&name);
@@ -217,7 +225,7 @@ impl PluginHost {
                 true
             }
             Err(e) => {
-                tracing::error!(plugin = %name, error = %format!("{e:#}"), "plugin failed to load");
+                tracing::error!(plugin = %name, file = %path.display(), error = %format!("{e:#}"), "plugin failed to load");
                 self.inner
                     .failed
                     .lock()
@@ -300,7 +308,7 @@ impl PluginHost {
             .values()
             .map(|p| p.status())
             .collect();
-        for (name, (_, error)) in self.inner.failed.lock().unwrap().iter() {
+        for (name, (path, error)) in self.inner.failed.lock().unwrap().iter() {
             match plugins.iter_mut().find(|p| &p.name == name) {
                 // The old version still serves; show the new one's error beside it.
                 Some(serving) => {
@@ -314,6 +322,7 @@ impl PluginHost {
                     status: "failed",
                     error: Some(error.clone()),
                     source: "file",
+                    file: file_name(path),
                     decisions: 0,
                     failures: 0,
                     mean_latency_us: 0.0,
@@ -389,6 +398,11 @@ pub fn measure_routing(
 
 fn is_component_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "wasm") && path.is_file()
+}
+
+/// The last component of `path` (`sticky.wasm`).
+fn file_name(path: &Path) -> Option<String> {
+    Some(path.file_name()?.to_string_lossy().into_owned())
 }
 
 fn plugin_name(path: &Path) -> Option<String> {

@@ -2,7 +2,8 @@
 //! decision, and its counters.
 //!
 //! Limits per decision: the epoch deadline interrupts a guest that runs too
-//! long (hard stop); `StoreLimits` caps its linear memory; the wall-clock
+//! long (hard stop); the [`Limiter`] caps its linear memories and tables and
+//! how many core instances, memories and tables it creates; the wall-clock
 //! check after the call rejects an answer that came too late. An instance
 //! that trapped is dropped; one that answered goes back to the pool until it
 //! reaches `max_uses`.
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store};
 
 use super::bindings::{remap, remap_v1, routing, routing_v1, PluginState};
 use super::loader::{engine, World, EPOCH_TICK};
@@ -20,6 +21,85 @@ use super::PluginStatus;
 use crate::config::PluginLimits;
 use crate::policy::{Candidate, Decision, Declared, RemapProvider, RemapResult, RouteCall};
 use crate::protocol::{OperationType, PrincipalKind};
+
+/// The resource limiter of one instance's store: the caps of
+/// [`PluginLimits`], and a note of the growth it refused, so that a failed
+/// decision is known to have hit a limit from what the limiter did rather
+/// than from the wording of the guest's trap (a guest whose `memory.grow`
+/// fails usually traps on its own, with `unreachable` or an abort).
+pub struct Limiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    instances: usize,
+    tables: usize,
+    memories: usize,
+    /// The growth refused since the flag was last cleared.
+    pub refused: Option<Refused>,
+}
+
+/// A growth the [`Limiter`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A linear memory asked for this many bytes.
+    Memory(usize),
+    /// A table asked for this many elements.
+    Table(usize),
+}
+
+impl Limiter {
+    /// A limiter enforcing `limits`.
+    pub fn new(limits: &PluginLimits) -> Self {
+        Limiter {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            instances: limits.instances,
+            tables: limits.tables,
+            memories: limits.memories,
+            refused: None,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.refused = Some(Refused::Memory(desired));
+            return Ok(false);
+        }
+        // A module's own maximum is its business, not a limit of ours.
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.refused = Some(Refused::Table(desired));
+            return Ok(false);
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+}
 
 /// A component checked against its world, ready to instantiate.
 pub enum Prepared {
@@ -157,31 +237,42 @@ impl Plugin {
         self.prepared.world()
     }
 
-    fn instantiate(&self) -> anyhow::Result<Warm> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .build();
+    /// A new instance, or why it could not be made within the limits.
+    fn instantiate(&self) -> Result<Warm, String> {
         let mut store = Store::new(
             engine(),
-            PluginState::new(self.name.clone(), self.settings.clone(), limits),
+            PluginState::new(
+                self.name.clone(),
+                self.settings.clone(),
+                Limiter::new(&self.limits),
+            ),
         );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
         let bound = match &self.prepared {
-            Prepared::Routing(pre, _) => Bound::Routing(pre.instantiate(&mut store)?),
-            Prepared::Remap(pre) => Bound::Remap(pre.instantiate(&mut store)?),
-            Prepared::RoutingV1(pre) => Bound::RoutingV1(pre.instantiate(&mut store)?),
-            Prepared::RemapV1(pre) => Bound::RemapV1(pre.instantiate(&mut store)?),
+            Prepared::Routing(pre, _) => pre.instantiate(&mut store).map(Bound::Routing),
+            Prepared::Remap(pre) => pre.instantiate(&mut store).map(Bound::Remap),
+            Prepared::RoutingV1(pre) => pre.instantiate(&mut store).map(Bound::RoutingV1),
+            Prepared::RemapV1(pre) => pre.instantiate(&mut store).map(Bound::RemapV1),
         };
-        Ok(Warm {
-            store,
-            bound,
-            uses: 0,
-        })
+        match bound {
+            Ok(bound) => Ok(Warm {
+                store,
+                bound,
+                uses: 0,
+            }),
+            Err(e) => {
+                let refused = store.data().limits.refused;
+                Err(match describe_limit(refused, &self.limits) {
+                    Some(limit) => format!("cannot instantiate: {limit}"),
+                    None => format!(
+                        "cannot instantiate within instances = {}, tables = {}, memories = {}: {e:#}",
+                        self.limits.instances, self.limits.tables, self.limits.memories
+                    ),
+                })
+            }
+        }
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -195,11 +286,10 @@ impl Plugin {
         let pooled = self.warm.lock().unwrap().pop();
         let mut warm = match pooled {
             Some(w) => w,
-            None => self
-                .instantiate()
-                .map_err(|e| format!("cannot instantiate: {e:#}"))?,
+            None => self.instantiate()?,
         };
         warm.store.set_epoch_deadline(self.deadline_ticks());
+        warm.store.data_mut().limits.refused = None;
         let result = decide(&mut warm);
         let elapsed = started.elapsed();
         self.decisions.fetch_add(1, Ordering::Relaxed);
@@ -221,7 +311,10 @@ impl Plugin {
                 Ok(answer)
             }
             // A trapped instance is dropped: its state cannot be trusted.
-            Err(trap) => Err(describe_trap(&trap, &self.limits)),
+            Err(trap) => {
+                let refused = warm.store.data().limits.refused;
+                Err(describe_trap(&trap, refused, &self.limits))
+            }
         }
     }
 
@@ -449,6 +542,7 @@ impl Plugin {
             } else {
                 "embedded"
             },
+            file: self.path.as_deref().and_then(super::file_name),
             decisions,
             failures: self.failures.load(Ordering::Relaxed),
             mean_latency_us: if decisions == 0 {
@@ -460,7 +554,17 @@ impl Plugin {
     }
 }
 
-fn describe_trap(trap: &wasmtime::Error, limits: &PluginLimits) -> String {
+/// Why a decision failed. A trap that follows a growth the limiter refused
+/// is put down to the limit: the guest's own reaction to a failed
+/// `memory.grow` (an abort, `unreachable`) says nothing about the cause.
+fn describe_trap(
+    trap: &wasmtime::Error,
+    refused: Option<Refused>,
+    limits: &PluginLimits,
+) -> String {
+    if let Some(limit) = describe_limit(refused, limits) {
+        return format!("{limit} (then: {trap:#})");
+    }
     match trap.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!(
             "the decision ran past epoch_deadline_ms = {} and was interrupted",
@@ -469,14 +573,24 @@ fn describe_trap(trap: &wasmtime::Error, limits: &PluginLimits) -> String {
         Some(wasmtime::Trap::UnreachableCodeReached) => {
             format!("the plugin trapped (unreachable): {trap:#}")
         }
-        _ if format!("{trap:#}").contains("memory") => {
-            format!(
-                "the plugin hit its memory limit of {} bytes: {trap:#}",
-                limits.memory_bytes
-            )
-        }
         _ => format!("the plugin trapped: {trap:#}"),
     }
+}
+
+/// The limit a refused growth hit, in words that name its key.
+fn describe_limit(refused: Option<Refused>, limits: &PluginLimits) -> Option<String> {
+    Some(match refused? {
+        Refused::Memory(desired) => format!(
+            "the plugin hit its memory limit: a linear memory asked for {desired} bytes, \
+             over memory_bytes = {}",
+            limits.memory_bytes
+        ),
+        Refused::Table(desired) => format!(
+            "the plugin hit its table limit: a table asked for {desired} elements, \
+             over table_elements = {}",
+            limits.table_elements
+        ),
+    })
 }
 
 /// The conversions of the shared enums into one world's types.
