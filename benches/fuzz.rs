@@ -775,10 +775,9 @@ fn spawn_reader(
             let kind = value["type"].as_str().unwrap_or_default();
             let request_id = value["payload"]["requestId"].as_str().unwrap_or_default();
             match kind {
+                "call.responded" if value["payload"]["output"].is_null() => {}
                 "call.responded" | "call.error" | "call.completed" => {
-                    if kind != "call.responded" || !value["payload"]["output"].is_null() {
-                        out.answered.lock().unwrap().insert(request_id.to_owned());
-                    }
+                    out.answered.lock().unwrap().insert(request_id.to_owned());
                 }
                 "call.requested" => {
                     ctx.remember(request_id);
@@ -1029,7 +1028,7 @@ fn fuzz_message(rng: &mut fastrand::Rng, ctx: &Ctx) -> Message {
         40..=64 => {
             let mut value = valid_frame(rng, ctx);
             for _ in 0..rng.usize(1..4) {
-                mutate(rng, &mut value, 0);
+                mutate(rng, &mut value);
             }
             Message::text(value.to_string())
         }
@@ -1262,7 +1261,7 @@ fn random_value(rng: &mut fastrand::Rng, depth: u32) -> Value {
 }
 
 /// Replaces, removes or adds one value somewhere in `value`.
-fn mutate(rng: &mut fastrand::Rng, value: &mut Value, depth: u32) {
+fn mutate(rng: &mut fastrand::Rng, value: &mut Value) {
     match value {
         Value::Object(map) if !map.is_empty() && rng.u8(..4) != 0 => {
             let key = map.keys().nth(rng.usize(..map.len())).unwrap().clone();
@@ -1273,12 +1272,12 @@ fn mutate(rng: &mut fastrand::Rng, value: &mut Value, depth: u32) {
                 1 => {
                     map.insert(random_key(rng), random_value(rng, 3));
                 }
-                _ => mutate(rng, map.get_mut(&key).unwrap(), depth + 1),
+                _ => mutate(rng, map.get_mut(&key).unwrap()),
             }
         }
         Value::Array(items) if !items.is_empty() && rng.u8(..4) != 0 => {
             let i = rng.usize(..items.len());
-            mutate(rng, &mut items[i], depth + 1);
+            mutate(rng, &mut items[i]);
         }
         _ => {
             *value = match rng.u8(..6) {
@@ -1663,7 +1662,7 @@ fn http_body(rng: &mut fastrand::Rng, ctx: &Ctx, path: &str) -> Vec<u8> {
             _ => random_value(rng, 2),
         };
         if rng.bool() {
-            mutate(rng, &mut message, 0);
+            mutate(rng, &mut message);
         }
         return message.to_string().into_bytes();
     }
@@ -1677,7 +1676,7 @@ fn http_body(rng: &mut fastrand::Rng, ctx: &Ctx, path: &str) -> Vec<u8> {
                 body["metadata"] = random_value(rng, 2);
             }
             if rng.bool() {
-                mutate(rng, &mut body, 0);
+                mutate(rng, &mut body);
             }
             body.to_string().into_bytes()
         }

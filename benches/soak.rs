@@ -296,7 +296,7 @@ async fn caller(url: String, token: String, stats: Arc<Stats>, stop: Arc<AtomicB
             },
         };
         n += 1;
-        let (operation_id, input, expected) = if n % 4 == 0 {
+        let (operation_id, input, expected) = if n.is_multiple_of(4) {
             ("soak.work", json!({"ms": n % 50}), json!("worked"))
         } else {
             let text = format!("{slot}-{n}");

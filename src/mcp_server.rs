@@ -49,6 +49,7 @@ use crate::catalog::{Catalog, Entry};
 use crate::connection::{budgeted, now_ms};
 use crate::dispatch::{check_access, Access, CallError, CallEvent, CallRequest, Caller};
 use crate::http::{identify, AbortOnDrop};
+use crate::limits::{self, Permit, Quota};
 use crate::protocol::{ErrorCode, Identity, OperationType, PrincipalKind};
 use crate::server::Hub;
 use crate::store::Source;
@@ -208,62 +209,33 @@ enum SessionsError {
 /// place for ever.
 struct Sessions {
     inner: LocalSessionManager,
-    max_total: usize,
-    max_per_principal: usize,
-    // A std lock: held for a few map operations, never across an await.
-    counts: Mutex<Counts>,
-}
-
-#[derive(Default)]
-struct Counts {
-    /// Sessions open or being opened.
-    total: usize,
-    per_principal: HashMap<String, usize>,
-    owners: HashMap<SessionId, String>,
-}
-
-impl Counts {
-    fn release(&mut self, principal: &str) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(n) = self.per_principal.get_mut(principal) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_principal.remove(principal);
-            }
-        }
-    }
+    quota: Quota,
+    // The slot each open session holds; dropping it gives the slot back.
+    // A std lock: held for one map operation, never across an await.
+    open: Mutex<HashMap<SessionId, Permit>>,
 }
 
 impl Sessions {
     fn new(max_total: usize, max_per_principal: usize) -> Self {
         Sessions {
             inner: LocalSessionManager::default(),
-            max_total,
-            max_per_principal,
-            counts: Mutex::default(),
+            quota: Quota::new(max_total, max_per_principal),
+            open: Mutex::default(),
         }
     }
 
-    /// Counts a session about to open for `principal`, or says which limit
+    /// A slot for a session about to open for `principal`, or which limit
     /// it would pass.
-    fn reserve(&self, principal: &str) -> Result<(), Refusal> {
-        let mut counts = self.counts.lock().unwrap();
-        if counts.total >= self.max_total {
-            return Err(Refusal::Total(self.max_total));
-        }
-        let mine = counts
-            .per_principal
-            .entry(principal.to_owned())
-            .or_default();
-        if *mine >= self.max_per_principal {
-            return Err(Refusal::PerPrincipal {
-                principal: principal.to_owned(),
-                limit: self.max_per_principal,
-            });
-        }
-        *mine += 1;
-        counts.total += 1;
-        Ok(())
+    fn reserve(&self, principal: &str) -> Result<Permit, Refusal> {
+        self.quota
+            .try_acquire(principal)
+            .map_err(|refusal| match refusal {
+                limits::Refusal::Total => Refusal::Total(self.quota.total_limit()),
+                limits::Refusal::PerKey => Refusal::PerPrincipal {
+                    principal: principal.to_owned(),
+                    limit: self.quota.per_key_limit(),
+                },
+            })
     }
 }
 
@@ -277,33 +249,26 @@ impl SessionManager for Sessions {
             .as_ref()
             .map(|o| o.principal.clone())
             .unwrap_or_default();
-        if let Err(refusal) = self.reserve(&principal) {
-            tracing::warn!(%principal, reason = %refusal, "MCP session refused");
-            if let Some(opener) = opener {
-                *opener.refused.lock().unwrap() = Some(refusal.clone());
+        let permit = match self.reserve(&principal) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::warn!(%principal, reason = %refusal, "MCP session refused");
+                if let Some(opener) = opener {
+                    *opener.refused.lock().unwrap() = Some(refusal.clone());
+                }
+                return Err(refusal.into());
             }
-            return Err(refusal.into());
-        }
-        match self.inner.create_session().await {
-            Ok((id, transport)) => {
-                let mut counts = self.counts.lock().unwrap();
-                counts.owners.insert(id.clone(), principal);
-                Ok((id, transport))
-            }
-            Err(e) => {
-                self.counts.lock().unwrap().release(&principal);
-                Err(e.into())
-            }
-        }
+        };
+        let (id, transport) = self.inner.create_session().await?;
+        self.open.lock().unwrap().insert(id.clone(), permit);
+        Ok((id, transport))
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         let closed = self.inner.close_session(id).await;
-        let mut counts = self.counts.lock().unwrap();
-        // rmcp may close a session twice (DELETE, then its worker ending).
-        if let Some(principal) = counts.owners.remove(id) {
-            counts.release(&principal);
-        }
+        // rmcp may close a session twice (DELETE, then its worker ending);
+        // the second finds no slot to give back.
+        self.open.lock().unwrap().remove(id);
         Ok(closed?)
     }
 

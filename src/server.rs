@@ -306,10 +306,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     })
 }
 
-/// Closes the sessions of removed or disabled principals, every
-/// `limits.revocation_check_ms`.
-fn spawn_revocation(hub: Hub, mut stopped: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(hub.config().limits.revocation_check_ms.max(100));
+/// Runs `tick` every `interval` until the hub stops.
+fn every<F, Fut>(interval: Duration, mut stopped: watch::Receiver<bool>, mut tick: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         loop {
@@ -317,6 +319,18 @@ fn spawn_revocation(hub: Hub, mut stopped: watch::Receiver<bool>) {
                 _ = ticker.tick() => {}
                 _ = stopped.wait_for(|s| *s) => return,
             }
+            tick().await;
+        }
+    });
+}
+
+/// Closes the sessions of removed or disabled principals, every
+/// `limits.revocation_check_ms`.
+fn spawn_revocation(hub: Hub, stopped: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(hub.config().limits.revocation_check_ms.max(100));
+    every(interval, stopped, move || {
+        let hub = hub.clone();
+        async move {
             hub.auth().revoke_stale(hub.sessions()).await;
         }
     });
@@ -324,17 +338,13 @@ fn spawn_revocation(hub: Hub, mut stopped: watch::Receiver<bool>) {
 
 /// Deletes spoke-sourced definitions left without active registrations
 /// longer than the configured grace period, every cleanup interval.
-fn spawn_cleanup(hub: Hub, mut stopped: watch::Receiver<bool>) {
+fn spawn_cleanup(hub: Hub, stopped: watch::Receiver<bool>) {
     let db = &hub.config().database;
     let interval = Duration::from_secs(db.cleanup_interval_secs.max(1));
     let grace = Duration::from_secs(db.definition_grace_secs);
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stopped.wait_for(|s| *s) => return,
-            }
+    every(interval, stopped, move || {
+        let hub = hub.clone();
+        async move {
             match hub.store().cleanup_orphaned_operations(grace).await {
                 Ok(ids) => {
                     for id in &ids {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 fn dispatcher(hub: &TestHub) -> Dispatcher {
-    hub.running.as_ref().unwrap().hub().dispatcher().clone()
+    hub.handle().dispatcher().clone()
 }
 
 /// A raw peer of `kind` that said hello with `operations` and was welcomed.

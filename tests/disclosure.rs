@@ -18,7 +18,7 @@ async fn healthz_answers_a_database_failure_without_the_database_error() {
     assert_eq!((ok.status, ok.json()["status"].clone()), (200, "ok".into()));
 
     // Closing the hub's own pool makes every query fail with sqlx's error.
-    let store = hub.running.as_ref().unwrap().hub().store().clone();
+    let store = hub.handle().store().clone();
     store.close().await;
     let raw = store.ping().await.unwrap_err().to_string();
     assert!(!raw.is_empty());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alkhub::peer::{spec, PeerBuilder};
 use alkhub::protocol::{OperationType, PrincipalKind};
-use common::{eventually, hub_with, Raw};
+use common::{hub_with, Raw};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,10 +89,8 @@ async fn two_thousand_unauthenticated_connections_are_capped_and_closed_at_the_d
     drop(accepted);
 
     // The slots came back: a real spoke connects.
-    let running = hub.running.as_ref().unwrap().hub().clone();
-    eventually("the unauthenticated slots are free", || {
-        let running = running.clone();
-        async move { running.quotas().unauthenticated.in_use() == 0 }
+    hub.until("the unauthenticated slots are free", |running| {
+        running.quotas().unauthenticated.in_use() == 0
     })
     .await;
     let spoke = hub.spoke("real").await.connect().await.unwrap();
@@ -133,10 +131,8 @@ async fn a_client_past_its_session_cap_gets_overloaded_and_4429() {
     // A slot frees when a session ends.
     first.close();
     first.closed().await;
-    let running = hub.running.as_ref().unwrap().hub().clone();
-    eventually("the first session ended", || {
-        let running = running.clone();
-        async move { running.sessions().len() == 1 }
+    hub.until("the first session ended", |running| {
+        running.sessions().len() == 1
     })
     .await;
     PeerBuilder::new(&url, &token).connect().await.unwrap();
@@ -184,16 +180,14 @@ async fn http_calls_and_streams_past_a_principals_cap_get_429_overloaded() {
     let _spoke = holding_spoke(&hub).await;
     let token = hub.token(PrincipalKind::Client, "busy", &[]).await;
     let other = hub.token(PrincipalKind::Client, "other", &[]).await;
-    let running = hub.running.as_ref().unwrap().hub().clone();
 
     let held = [
         hold_http(hub.addr, "/v1/operations/hold.call/call", &token).await,
         hold_http(hub.addr, "/v1/operations/hold.call/call", &token).await,
         hold_http(hub.addr, "/v1/operations/hold.stream/subscribe", &token).await,
     ];
-    eventually("three HTTP calls are open", || {
-        let running = running.clone();
-        async move { running.dispatcher().open_calls() == 3 }
+    hub.until("three HTTP calls are open", |running| {
+        running.dispatcher().open_calls() == 3
     })
     .await;
     let third = hub
@@ -223,21 +217,18 @@ async fn http_calls_and_streams_past_a_principals_cap_get_429_overloaded() {
     // Another principal is not affected; the slots come back when the
     // held requests go away.
     let mut other_call = hold_http(hub.addr, "/v1/operations/hold.call/call", &other).await;
-    eventually("the other principal's call is open", || {
-        let running = running.clone();
-        async move { running.dispatcher().open_calls() == 4 }
+    hub.until("the other principal's call is open", |running| {
+        running.dispatcher().open_calls() == 4
     })
     .await;
     drop(held);
-    eventually("the held calls were aborted", || {
-        let running = running.clone();
-        async move { running.dispatcher().open_calls() == 1 }
+    hub.until("the held calls were aborted", |running| {
+        running.dispatcher().open_calls() == 1
     })
     .await;
     let _again = hold_http(hub.addr, "/v1/operations/hold.call/call", &token).await;
-    eventually("a new call of the first principal is open", || {
-        let running = running.clone();
-        async move { running.dispatcher().open_calls() == 2 }
+    hub.until("a new call of the first principal is open", |running| {
+        running.dispatcher().open_calls() == 2
     })
     .await;
     other_call.shutdown().await.unwrap();
@@ -409,16 +400,12 @@ async fn a_provider_that_never_reads_is_disconnected_and_its_callers_get_provide
     let hello = json!({"type": "hello", "payload": {"token": token, "operations": [
         {"namespace": "deaf", "name": "sink", "type": "mutation"}]}});
     ws.send(Message::text(hello.to_string())).await.unwrap();
-    let running = hub.running.as_ref().unwrap().hub().clone();
-    eventually("the deaf spoke provides deaf.sink", || {
-        let running = running.clone();
-        async move {
-            running
-                .dispatcher()
-                .catalog()
-                .get("deaf.sink")
-                .is_some_and(|e| !e.providers.is_empty())
-        }
+    hub.until("the deaf spoke provides deaf.sink", |running| {
+        running
+            .dispatcher()
+            .catalog()
+            .get("deaf.sink")
+            .is_some_and(|e| !e.providers.is_empty())
     })
     .await;
 
@@ -445,15 +432,13 @@ async fn a_provider_that_never_reads_is_disconnected_and_its_callers_get_provide
         "{codes:?}"
     );
     assert!(codes.iter().any(|c| c == "PROVIDER_GONE"), "{codes:?}");
-    eventually("the deaf spoke's session ended", || {
-        let running = running.clone();
-        async move { running.sessions().len() == 1 }
+    hub.until("the deaf spoke's session ended", |running| {
+        running.sessions().len() == 1
     })
     .await;
     let after: Value = client
         .call("deaf.sink", json!({}))
         .await
-        .map(|v| v)
         .unwrap_or_else(|e| json!(e.code));
     assert_eq!(after, json!("NO_PROVIDER"));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alkhub::peer::spec;
 use alkhub::protocol::{OperationType, PrincipalKind};
-use common::{eventually, hub_with};
+use common::hub_with;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -110,10 +110,8 @@ async fn a_caller_that_never_reads_is_disconnected_4413_and_memory_stays_bounded
     if let Some(code) = code {
         assert_eq!(code, 4413);
     }
-    let running = hub.running.as_ref().unwrap().hub().clone();
-    eventually("the flooding session is gone", || {
-        let running = running.clone();
-        async move { running.sessions().len() == 1 }
+    hub.until("the flooding session is gone", |running| {
+        running.sessions().len() == 1
     })
     .await;
 

@@ -375,7 +375,8 @@ mod tests {
         loader.compile_uncached_in_memory(bytes, &digest).unwrap();
         assert_eq!(counts(), (1, 1), "a good file is used");
 
-        let damages: [(&str, fn(&mut Vec<u8>)); 3] = [
+        type Damage = fn(&mut Vec<u8>);
+        let damages: [(&str, Damage); 3] = [
             ("one byte changed", |f| {
                 let middle = f.len() / 2;
                 f[middle] ^= 1;

@@ -63,6 +63,17 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+/// `NotFound` for `kind` `id` when a write by id touched no row.
+fn touched(rows: u64, kind: &'static str, id: &str) -> Result<()> {
+    if rows == 0 {
+        return Err(StoreError::NotFound {
+            kind,
+            id: id.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 impl StoreError {
     /// True when the database refused a row because of a unique constraint.
     pub fn is_unique_violation(&self) -> bool {

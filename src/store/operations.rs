@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::{now, on_pool, parse_text, Result, Store, StoreError};
+use super::{now, on_pool, parse_text, touched, Result, Store, StoreError};
 use crate::protocol::{text_enum, AccessLevel, OperationType, PrincipalKind};
 
 /// Where a definition came from.
@@ -351,13 +351,7 @@ impl Store {
         .execute(pool)
         .await
         .map(|d| d.rows_affected()))?;
-        if done == 0 {
-            return Err(StoreError::NotFound {
-                kind: "operation",
-                id: id.to_owned(),
-            });
-        }
-        Ok(())
+        touched(done, "operation", id)
     }
 
     /// Deletes spoke-sourced definitions that have had no active registration

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{now, on_pool, Result, Store, StoreError};
+use super::{now, on_pool, touched, Result, Store, StoreError};
 use crate::crypto::{self, Token, TokenKind};
 use crate::protocol::PrincipalKind;
 
@@ -248,13 +248,7 @@ impl Store {
             .execute(pool)
             .await
             .map(|d| d.rows_affected()))?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                kind: kind.as_str(),
-                id: id.to_owned(),
-            });
-        }
-        Ok(())
+        touched(changed, kind.as_str(), id)
     }
 
     /// Replaces the provider grants of a principal (`None`: the default of
@@ -277,13 +271,7 @@ impl Store {
             .execute(pool)
             .await
             .map(|d| d.rows_affected()))?;
-        if done == 0 {
-            return Err(StoreError::NotFound {
-                kind: kind.as_str(),
-                id: id.to_owned(),
-            });
-        }
-        Ok(())
+        touched(done, kind.as_str(), id)
     }
 
     /// Records that a session of the principal started (`connected`) or was

@@ -203,6 +203,25 @@ impl TestHub {
             .collect()
     }
 
+    /// The running hub's handle, to look inside it.
+    pub fn handle(&self) -> alkhub::server::Hub {
+        self.running
+            .as_ref()
+            .expect("the hub is running")
+            .hub()
+            .clone()
+    }
+
+    /// Waits until `check` holds of the running hub.
+    pub async fn until(&self, what: &str, check: impl Fn(&alkhub::server::Hub) -> bool) {
+        let hub = self.handle();
+        eventually(what, || {
+            let holds = check(&hub);
+            async move { holds }
+        })
+        .await;
+    }
+
     /// Shuts the hub down gracefully.
     pub async fn shutdown(&mut self) {
         if let Some(running) = self.running.take() {
