@@ -344,6 +344,32 @@ async fn removing_a_principal_closes_its_sessions_4401_and_its_http_token_expire
 }
 
 #[tokio::test]
+async fn disabling_a_spoke_closes_its_session_4401_and_it_cannot_come_back_until_enabled() {
+    let hub = hub_with(|c| c.limits.revocation_check_ms = 100).await;
+    let token = hub.token(PrincipalKind::Spoke, "paused", &[]).await;
+    let url = hub.ws_url(PrincipalKind::Spoke);
+    let spoke = PeerBuilder::new(&url, &token).connect().await.unwrap();
+    let store = &hub.db.store;
+    store
+        .set_principal_enabled(PrincipalKind::Spoke, "paused", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), spoke.closed())
+            .await
+            .expect("a disabled spoke's session stays open"),
+        4401
+    );
+    assert!(PeerBuilder::new(&url, &token).connect().await.is_err());
+    store
+        .set_principal_enabled(PrincipalKind::Spoke, "paused", true)
+        .await
+        .unwrap();
+    let again = PeerBuilder::new(&url, &token).connect().await.unwrap();
+    assert_eq!(again.welcome().principal.id, "paused");
+}
+
+#[tokio::test]
 async fn a_principal_removed_and_added_again_under_the_same_id_revokes_the_old_session() {
     let hub = hub_with(|c| c.limits.revocation_check_ms = 100).await;
     let spoke = hub.spoke("reborn").await.connect().await.unwrap();
