@@ -271,6 +271,7 @@ impl GlobalArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    release_large_buffers();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -538,6 +539,22 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
                 alkhub::telemetry::redact_url(&config.database.url)
             )
         })
+}
+
+/// Makes glibc give buffers of 64 KiB and more back to the system when they
+/// are freed. By default it raises that threshold each time such a buffer is
+/// freed, after which frames of up to a megabyte come from heaps it keeps:
+/// under the fuzzer (hostile peers sending frames of every size) the hub's
+/// RSS climbed past 1 GiB with 40 MiB live, and stayed there. With the
+/// threshold fixed, the same run peaks near 200 MiB and falls back. Frames
+/// on the call path are far smaller and are not affected.
+fn release_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; it is called before
+    // the hub allocates anything large.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
