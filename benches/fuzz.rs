@@ -173,12 +173,8 @@ async fn main() {
     let mut last_report = Instant::now();
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Some(status) = hub.exited() {
-            crashed = Some(format!("the hub exited: {status}"));
-            break;
-        }
-        if hub.panics() > 0 {
-            crashed = Some("the hub printed `panicked`".to_owned());
+        crashed = hub.crash();
+        if crashed.is_some() {
             break;
         }
         if let Some(rss) = hub.rss_kib() {
@@ -209,11 +205,7 @@ async fn main() {
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), canary).await;
     if crashed.is_none() {
-        if let Some(status) = hub.exited() {
-            crashed = Some(format!("the hub exited: {status}"));
-        } else if hub.panics() > 0 {
-            crashed = Some("the hub printed `panicked`".to_owned());
-        }
+        crashed = hub.crash();
     }
     // Memory once the hostile peers are gone and the hub has settled.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -118,12 +118,8 @@ async fn main() {
     let mut last_report = Instant::now();
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Some(status) = hub.exited() {
-            crashed = Some(format!("the hub exited: {status}"));
-            break;
-        }
-        if hub.panics() > 0 {
-            crashed = Some("the hub printed `panicked`".to_owned());
+        crashed = hub.crash();
+        if crashed.is_some() {
             break;
         }
         let rss = hub.rss_kib().unwrap_or(0);
@@ -157,8 +153,8 @@ async fn main() {
     }
     let rss_end = hub.rss_kib().unwrap_or(0);
     rss_max = rss_max.max(rss_end);
-    if crashed.is_none() && hub.panics() > 0 {
-        crashed = Some("the hub printed `panicked`".to_owned());
+    if crashed.is_none() {
+        crashed = hub.crash();
     }
 
     let ok = stats.ok.load(Ordering::Relaxed);

@@ -201,6 +201,15 @@ impl HubProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Why the hub counts as crashed, if it does: it exited, or it printed
+    /// `panicked`.
+    pub fn crash(&mut self) -> Option<String> {
+        if let Some(status) = self.exited() {
+            return Some(format!("the hub exited: {status}"));
+        }
+        (self.panics() > 0).then(|| "the hub printed `panicked`".to_owned())
+    }
+
     /// Lines of stderr containing `panicked`.
     pub fn panics(&self) -> u64 {
         self.stderr.panic_count.load(Ordering::Relaxed)
