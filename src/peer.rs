@@ -495,7 +495,11 @@ impl Peer {
         if !options.metadata.is_empty() {
             payload["metadata"] = json!(options.metadata);
         }
-        if !self.send(frame("call.requested", payload)) {
+        // A call started while the connection closes is failed here if the
+        // close already drained the open calls (it marks the peer closed
+        // before draining).
+        if self.inner.closed.borrow().is_some() || !self.send(frame("call.requested", payload)) {
+            self.inner.calls.lock().unwrap().remove(&request_id);
             let _ = tx.send(Err(PeerError::closed()));
         }
         (request_id, rx)
@@ -667,6 +671,9 @@ impl Peer {
     }
 
     fn on_closed(&self, code: u16, closed: watch::Sender<Option<u16>>) {
+        // Closed first, then drained: a call that starts in between sees the
+        // mark (see `start`) instead of waiting for an answer that never comes.
+        let _ = closed.send(Some(code));
         for (_, tx) in self.inner.calls.lock().unwrap().drain() {
             let _ = tx.send(Err(PeerError::closed()));
         }
@@ -679,7 +686,6 @@ impl Peer {
                 format!("closed with code {code}"),
             )));
         }
-        let _ = closed.send(Some(code));
     }
 }
 
