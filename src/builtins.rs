@@ -33,8 +33,15 @@ pub fn definitions() -> Vec<NewDefinition> {
     vec![
         def(
             "list",
-            "The operations the caller may call, each with its active registration count.",
-            None,
+            "The operations the caller may call, each with its active registration count, \
+             a page at a time: pass the answer's `next` as `after` for the next page.",
+            Some(json!({
+                "type": ["object", "null"],
+                "properties": {
+                    "limit": {"type": "integer", "minimum": 1},
+                    "after": {"type": "string"}
+                }
+            })),
         ),
         def(
             "get",
@@ -66,15 +73,70 @@ pub fn describe(entry: &Entry) -> Value {
     })
 }
 
-/// Every definition `identity` may see.
-pub fn listing(catalog: &Catalog, identity: Option<&Identity>) -> Value {
-    let operations: Vec<Value> = catalog
-        .list()
-        .iter()
-        .filter(|e| matches!(check_access(e, identity), Access::Allowed))
-        .map(|e| describe(e))
-        .collect();
-    json!({ "operations": operations })
+/// Which page of a listing: the definitions after the id `after`, at most
+/// `limit` of them.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// Definitions on the page; `None` is `limits.max_list_page`.
+    pub limit: Option<usize>,
+}
+
+impl PageRequest {
+    /// Reads `{"limit"?, "after"?}` (`null` is the first page).
+    pub fn from_input(input: &Value) -> Result<PageRequest, CallError> {
+        let invalid = |message: &str| CallError::new(ErrorCode::ValidationError, message);
+        if input.is_null() {
+            return Ok(PageRequest::default());
+        }
+        let limit = match input.get("limit") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| invalid("limit must be a positive integer"))?,
+            ),
+        };
+        let after = match input.get("after") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(invalid("after must be a string (the `next` of a page)")),
+        };
+        Ok(PageRequest { after, limit })
+    }
+
+    /// The page size, checked against `max` (`limits.max_list_page`).
+    fn size(&self, max: usize) -> Result<usize, CallError> {
+        match self.limit {
+            None => Ok(max.max(1)),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(n) => Err(CallError::new(
+                ErrorCode::ValidationError,
+                format!("limit {n} is out of range: pages hold 1 to {max} definitions (limits.max_list_page)"),
+            )),
+        }
+    }
+}
+
+/// One page of the definitions `identity` may see, ordered by id:
+/// `{"operations": [...], "next": "<id>"}`, without `next` on the last page.
+pub fn listing(
+    catalog: &Catalog,
+    identity: Option<&Identity>,
+    page: &PageRequest,
+    max_page: usize,
+) -> Result<Value, CallError> {
+    let size = page.size(max_page)?;
+    let found = catalog.page(page.after.as_deref(), size, |e| {
+        matches!(check_access(e, identity), Access::Allowed)
+    });
+    let operations: Vec<Value> = found.entries.iter().map(|e| describe(e)).collect();
+    let mut out = json!({ "operations": operations });
+    if let Some(next) = found.next {
+        out["next"] = Value::String(next.to_string());
+    }
+    Ok(out)
 }
 
 /// The hub's implementation of the built-ins.
@@ -83,12 +145,19 @@ pub struct HubBuiltins {
     pub catalog: Catalog,
     /// Read for registrations with their status.
     pub store: Store,
+    /// `limits.max_list_page`.
+    pub max_page: usize,
 }
 
 impl Builtins for HubBuiltins {
     fn run(&self, operation_id: &str, input: Value, caller: Option<Identity>, reply: Reply) {
         match operation_id {
-            LIST => reply.data(LIST, listing(&self.catalog, caller.as_ref())),
+            LIST => match PageRequest::from_input(&input)
+                .and_then(|page| listing(&self.catalog, caller.as_ref(), &page, self.max_page))
+            {
+                Ok(data) => reply.data(LIST, data),
+                Err(e) => reply.error(e),
+            },
             GET => {
                 let target = input["operationId"].as_str().unwrap_or_default().to_owned();
                 let not_found = || {

@@ -1,22 +1,35 @@
-//! The in-memory index the call path reads: every definition, its compiled
-//! input schema, and its active registrations with their in-flight counts.
+//! The in-memory index the call path reads: every definition, its input
+//! schema's validator, and its active registrations with their in-flight
+//! counts.
 //!
 //! Updated on lifecycle events (load, register, unregister, disconnect);
 //! never touches the database. Entries are immutable snapshots behind `Arc`:
 //! a change builds a new entry and swaps it in, so a lookup holds the lock
 //! only for one hash-map probe and a reference-count increment.
+//!
+//! Beside the map by id the catalog keeps the ids in order (for paginated
+//! listings) and, per session, the ids it provides (so a session's end
+//! touches only its own entries). Changes to many entries (a hello's
+//! operations, a departure) take the write lock for at most
+//! [`WRITE_CHUNK`] entries at a time: lookups wait for one chunk, never for
+//! the whole change.
+//!
+//! Validators are compiled when a call first needs one, and identical
+//! schemas share one compiled validator ([`shared_validator`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use tokio::sync::watch;
 
 use crate::connection::Connection;
+use crate::protocol::PrincipalKind;
 use crate::store::Definition;
 
 /// One provider's active registration of a definition.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Provider {
     /// The registration's id.
     pub registration_id: Arc<str>,
@@ -28,22 +41,41 @@ pub struct Provider {
     pub in_flight: Arc<AtomicU32>,
 }
 
+impl Provider {
+    /// A registration of `connection` with nothing in flight.
+    pub fn new(
+        registration_id: Arc<str>,
+        pre_remap_id: Arc<str>,
+        connection: Arc<Connection>,
+    ) -> Arc<Provider> {
+        Arc::new(Provider {
+            registration_id,
+            pre_remap_id,
+            connection,
+            in_flight: Arc::new(AtomicU32::new(0)),
+        })
+    }
+}
+
+/// The compiled input schema of one definition, made on first use.
+type LazyValidator = OnceLock<Option<Arc<jsonschema::Validator>>>;
+
 /// A definition and its active providers.
 #[derive(Debug)]
 pub struct Entry {
     /// The stored definition.
     pub definition: Arc<Definition>,
-    /// The compiled input schema; `None` accepts any input.
-    pub validator: Option<Arc<jsonschema::Validator>>,
+    // Shared by every snapshot of the same definition.
+    validator: Arc<LazyValidator>,
     /// Active registrations.
-    pub providers: Vec<Provider>,
+    pub providers: Vec<Arc<Provider>>,
     /// Calls routed so far, shared across snapshots (round robin reads it).
     pub sequence: Arc<AtomicU64>,
 }
 
 impl Entry {
     /// The same definition with another set of providers.
-    fn with_providers(&self, providers: Vec<Provider>) -> Entry {
+    fn with_providers(&self, providers: Vec<Arc<Provider>>) -> Entry {
         Entry {
             definition: self.definition.clone(),
             validator: self.validator.clone(),
@@ -51,16 +83,68 @@ impl Entry {
             sequence: self.sequence.clone(),
         }
     }
+
+    /// The compiled input schema; `None` accepts any input. Compiled on the
+    /// first call (shared with every definition of the same schema); a
+    /// stored schema that no longer compiles accepts any input and is
+    /// logged once.
+    pub fn validator(&self) -> Option<&Arc<jsonschema::Validator>> {
+        self.validator
+            .get_or_init(|| {
+                let schema = self.definition.spec.input_schema.as_ref()?;
+                shared_validator(schema)
+                    .map_err(|e| tracing::warn!(operation = %self.definition.id, error = %e, "schema not enforced"))
+                    .ok()
+            })
+            .as_ref()
+    }
 }
+
+/// Entries one write-lock hold changes at most during a bulk change.
+pub const WRITE_CHUNK: usize = 64;
 
 /// Handle to the index; cloning shares it.
 #[derive(Clone, Default)]
 pub struct Catalog {
-    // A std lock: it is never held across an await, and only for a probe or
-    // a swap of one `Arc`.
-    entries: Arc<RwLock<HashMap<Arc<str>, Arc<Entry>>>>,
+    // A std lock: it is never held across an await, and only for a probe,
+    // a swap, or one chunk of a bulk change.
+    inner: Arc<RwLock<Inner>>,
     // Counts changes; watchers (the MCP server) wake on each one.
     generation: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Arc<str>, Arc<Entry>>,
+    // The same ids in order, for pages.
+    ids: BTreeSet<Arc<str>>,
+    // What each session provides, and the sessions of each principal.
+    sessions: HashMap<u64, Provided>,
+    principals: HashMap<(PrincipalKind, Arc<str>), Vec<u64>>,
+}
+
+struct Provided {
+    connection: Arc<Connection>,
+    operations: HashSet<Arc<str>>,
+}
+
+/// One page of a listing.
+pub struct Page {
+    /// The entries, ordered by id.
+    pub entries: Vec<Arc<Entry>>,
+    /// The id to pass as `after` for the next page; `None` on the last.
+    pub next: Option<Arc<str>>,
+}
+
+/// One activated registration to publish, with its definition when that is
+/// new or changed.
+pub struct Publish {
+    /// The post-remap id.
+    pub operation_id: String,
+    /// The definition to put first, with its validator when already compiled.
+    pub definition: Option<(Definition, Option<Arc<jsonschema::Validator>>)>,
+    /// The registration.
+    pub provider: Arc<Provider>,
 }
 
 /// Backtracking steps one `pattern` match may take on one string before it
@@ -92,10 +176,153 @@ pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validato
         .map_err(|e| format!("invalid JSON Schema: {e}"))
 }
 
+// Compiled validators by schema text, held weakly: a validator lives as long
+// as some definition uses it.
+static VALIDATORS: OnceLock<Mutex<Validators>> = OnceLock::new();
+
+#[derive(Default)]
+struct Validators {
+    by_schema: HashMap<String, Weak<jsonschema::Validator>>,
+    // Entries at the last sweep of dead ones; the next sweep waits until
+    // the map has doubled, so sweeping costs O(1) per insertion.
+    swept_at: usize,
+}
+
+/// [`compile_schema`], shared: every schema with the same text (keys are
+/// serialised in order, so the same schema always has the same text) gets
+/// the same compiled validator while one is alive.
+pub fn shared_validator(schema: &serde_json::Value) -> Result<Arc<jsonschema::Validator>, String> {
+    let key = serde_json::to_string(schema).map_err(|e| e.to_string())?;
+    let cache = VALIDATORS.get_or_init(Mutex::default);
+    if let Some(found) = cache
+        .lock()
+        .unwrap()
+        .by_schema
+        .get(&key)
+        .and_then(Weak::upgrade)
+    {
+        return Ok(found);
+    }
+    let compiled = Arc::new(compile_schema(schema)?);
+    let mut cache = cache.lock().unwrap();
+    // Another thread may have compiled the same schema meanwhile: keep one.
+    if let Some(found) = cache.by_schema.get(&key).and_then(Weak::upgrade) {
+        return Ok(found);
+    }
+    cache.by_schema.insert(key, Arc::downgrade(&compiled));
+    if cache.by_schema.len() >= 2 * cache.swept_at.max(512) {
+        cache.by_schema.retain(|_, v| v.strong_count() > 0);
+        cache.swept_at = cache.by_schema.len();
+    }
+    Ok(compiled)
+}
+
+impl Inner {
+    /// Puts `definition` in, keeping the providers of an entry it replaces.
+    fn put(&mut self, definition: Definition, validator: Option<Arc<jsonschema::Validator>>) {
+        let id: Arc<str> = definition.id.as_str().into();
+        let lazy = match validator {
+            Some(v) => OnceLock::from(Some(v)),
+            None => OnceLock::new(),
+        };
+        let (providers, sequence) = match self.entries.get(&id) {
+            Some(old) => (old.providers.clone(), old.sequence.clone()),
+            None => {
+                self.ids.insert(id.clone());
+                (Vec::new(), Arc::default())
+            }
+        };
+        let entry = Entry {
+            definition: Arc::new(definition),
+            validator: Arc::new(lazy),
+            providers,
+            sequence,
+        };
+        self.entries.insert(id, Arc::new(entry));
+    }
+
+    /// Adds `provider` to `operation_id`; false when there is no such entry.
+    fn add(&mut self, operation_id: &str, provider: Arc<Provider>) -> bool {
+        let Some((id, old)) = self.entries.get_key_value(operation_id) else {
+            return false;
+        };
+        let id = id.clone();
+        let mut providers = Vec::with_capacity(old.providers.len() + 1);
+        providers.extend(
+            old.providers
+                .iter()
+                .filter(|p| p.registration_id != provider.registration_id)
+                .cloned(),
+        );
+        let connection = provider.connection.clone();
+        providers.push(provider);
+        let entry = Arc::new(old.with_providers(providers));
+        self.entries.insert(id.clone(), entry);
+        let session = connection.session_id;
+        let provided = self.sessions.entry(session).or_insert_with(|| {
+            let identity = &connection.identity;
+            self.principals
+                .entry((identity.kind, identity.id.as_str().into()))
+                .or_default()
+                .push(session);
+            Provided {
+                connection: connection.clone(),
+                operations: HashSet::new(),
+            }
+        });
+        provided.operations.insert(id);
+        true
+    }
+
+    /// Removes the providers of `session` from `operation_id`, or only the
+    /// registrations `only` names.
+    fn remove(&mut self, operation_id: &str, session: u64, only: Option<&[Arc<str>]>) {
+        let Some((id, old)) = self.entries.get_key_value(operation_id) else {
+            return;
+        };
+        let id = id.clone();
+        let providers = old
+            .providers
+            .iter()
+            .filter(|p| {
+                p.connection.session_id != session
+                    || only.is_some_and(|ids| !ids.contains(&p.registration_id))
+            })
+            .cloned()
+            .collect();
+        let entry = Arc::new(old.with_providers(providers));
+        self.entries.insert(id, entry);
+    }
+
+    /// Forgets `session` in the indexes.
+    fn forget_session(&mut self, session: u64) -> Option<Provided> {
+        let provided = self.sessions.remove(&session)?;
+        let identity = &provided.connection.identity;
+        let key = (identity.kind, Arc::<str>::from(identity.id.as_str()));
+        if let Some(sessions) = self.principals.get_mut(&key) {
+            sessions.retain(|&s| s != session);
+            if sessions.is_empty() {
+                self.principals.remove(&key);
+            }
+        }
+        Some(provided)
+    }
+}
+
 impl Catalog {
     /// Looks up a definition by post-remap id.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.entries.read().unwrap().get(id).cloned()
+        self.inner.read().unwrap().entries.get(id).cloned()
+    }
+
+    /// How many definitions there are.
+    pub fn len(&self) -> usize {
+        self.inner.read().unwrap().entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Wakes on every change to a definition or a provider set; read the
@@ -108,47 +335,87 @@ impl Catalog {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// Every entry, ordered by id.
+    /// Every entry, ordered by id. Prefer [`Catalog::page`]: this holds
+    /// every entry at once.
     pub fn list(&self) -> Vec<Arc<Entry>> {
-        let mut all: Vec<_> = self.entries.read().unwrap().values().cloned().collect();
-        all.sort_by(|a, b| a.definition.id.cmp(&b.definition.id));
-        all
+        self.page(None, usize::MAX, |_| true).entries
     }
 
-    /// Adds or replaces a definition, keeping its providers. A stored schema
-    /// that no longer compiles accepts any input and is logged.
+    /// Up to `limit` entries that `keep` accepts, in id order, starting
+    /// after the id `after`. Reads under the lock in chunks, so a listing
+    /// never holds writers back for long.
+    pub fn page(&self, after: Option<&str>, limit: usize, keep: impl Fn(&Entry) -> bool) -> Page {
+        const CHUNK: usize = 256;
+        let mut entries = Vec::new();
+        let mut cursor: Option<Arc<str>> = after.map(Arc::from);
+        loop {
+            let chunk: Vec<Arc<Entry>> = {
+                let inner = self.inner.read().unwrap();
+                let start = match &cursor {
+                    Some(id) => Bound::Excluded(id.clone()),
+                    None => Bound::Unbounded,
+                };
+                inner
+                    .ids
+                    .range((start, Bound::Unbounded))
+                    .take(CHUNK)
+                    .filter_map(|id| inner.entries.get(id).cloned())
+                    .collect()
+            };
+            let Some(last) = chunk.last() else {
+                return Page {
+                    entries,
+                    next: None,
+                };
+            };
+            cursor = Some(last.definition.id.as_str().into());
+            let exhausted = chunk.len() < CHUNK;
+            for entry in chunk {
+                if entries.len() == limit {
+                    let next = entries
+                        .last()
+                        .map(|e: &Arc<Entry>| e.definition.id.as_str().into());
+                    return Page { entries, next };
+                }
+                if keep(&entry) {
+                    entries.push(entry);
+                }
+            }
+            if exhausted {
+                return Page {
+                    entries,
+                    next: None,
+                };
+            }
+        }
+    }
+
+    /// Adds or replaces a definition, keeping its providers. Its validator
+    /// is compiled when a call first needs it.
     pub fn put_definition(&self, definition: Definition) {
-        let validator = definition.spec.input_schema.as_ref().and_then(|s| {
-            compile_schema(s)
-                .map_err(|e| tracing::warn!(operation = %definition.id, error = %e, "schema not enforced"))
-                .ok()
-                .map(Arc::new)
-        });
-        self.put_compiled(definition, validator);
+        self.put_compiled(definition, None);
     }
 
-    /// Adds or replaces a definition whose schema is already compiled.
+    /// Adds or replaces many definitions, a chunk per lock hold.
+    pub fn put_definitions(&self, definitions: impl IntoIterator<Item = Definition>) {
+        let mut definitions = definitions.into_iter().peekable();
+        while definitions.peek().is_some() {
+            let mut inner = self.inner.write().unwrap();
+            for definition in definitions.by_ref().take(WRITE_CHUNK) {
+                inner.put(definition, None);
+            }
+        }
+        self.changed();
+    }
+
+    /// Adds or replaces a definition whose schema is already compiled
+    /// (`None`: compile on first use).
     pub fn put_compiled(
         &self,
         definition: Definition,
         validator: Option<Arc<jsonschema::Validator>>,
     ) {
-        let id: Arc<str> = definition.id.as_str().into();
-        let mut entries = self.entries.write().unwrap();
-        let (providers, sequence) = match entries.get(&id) {
-            Some(old) => (old.providers.clone(), old.sequence.clone()),
-            None => (Vec::new(), Arc::default()),
-        };
-        entries.insert(
-            id,
-            Arc::new(Entry {
-                definition: Arc::new(definition),
-                validator,
-                providers,
-                sequence,
-            }),
-        );
-        drop(entries);
+        self.inner.write().unwrap().put(definition, validator);
         self.changed();
     }
 
@@ -157,61 +424,125 @@ impl Catalog {
     /// made under the write lock that [`Catalog::remove_session`] takes after
     /// the close, so a registration racing with the session's end can never
     /// leave a provider behind.
-    pub fn add_provider(&self, operation_id: &str, provider: Provider) -> bool {
-        let mut entries = self.entries.write().unwrap();
+    pub fn add_provider(&self, operation_id: &str, provider: Arc<Provider>) -> bool {
+        let mut inner = self.inner.write().unwrap();
         if provider.connection.is_closing() {
             return false;
         }
-        let Some(old) = entries.get(operation_id) else {
-            return false;
-        };
-        let mut providers = old.providers.clone();
-        providers.retain(|p| p.registration_id != provider.registration_id);
-        providers.push(provider);
-        let entry = Arc::new(old.with_providers(providers));
-        entries.insert(operation_id.into(), entry);
-        drop(entries);
-        self.changed();
-        true
+        let added = inner.add(operation_id, provider);
+        drop(inner);
+        if added {
+            self.changed();
+        }
+        added
     }
 
-    /// Removes the providers of one session; with `registration_ids`, only those.
+    /// Publishes a batch of registrations of one session (with their new or
+    /// changed definitions), a chunk per lock hold. Returns, per item,
+    /// whether it was published: nothing is once the session is closing.
+    pub fn publish(&self, batch: Vec<Publish>) -> Vec<bool> {
+        let mut published = Vec::with_capacity(batch.len());
+        let mut items = batch.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut inner = self.inner.write().unwrap();
+            for item in items.by_ref().take(WRITE_CHUNK) {
+                if let Some((definition, validator)) = item.definition {
+                    inner.put(definition, validator);
+                }
+                let open = !item.provider.connection.is_closing();
+                published.push(open && inner.add(&item.operation_id, item.provider));
+            }
+        }
+        self.changed();
+        published
+    }
+
+    /// Removes the providers of one session; with `only`, only those
+    /// registrations. Touches only the session's own entries, a chunk per
+    /// lock hold.
     pub fn remove_session(&self, session_id: u64, only: Option<&[Arc<str>]>) {
-        let mut entries = self.entries.write().unwrap();
-        let affected: Vec<Arc<str>> = entries
-            .iter()
-            .filter(|(_, e)| {
-                e.providers
-                    .iter()
-                    .any(|p| p.connection.session_id == session_id)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        if affected.is_empty() {
+        let operations: Vec<Arc<str>> = {
+            let mut inner = self.inner.write().unwrap();
+            match only {
+                None => match inner.forget_session(session_id) {
+                    Some(provided) => provided.operations.into_iter().collect(),
+                    None => return,
+                },
+                Some(registrations) => {
+                    let Some(provided) = inner.sessions.get(&session_id) else {
+                        return;
+                    };
+                    let hit: Vec<Arc<str>> = provided
+                        .operations
+                        .iter()
+                        .filter(|id| {
+                            inner.entries.get(*id).is_some_and(|e| {
+                                e.providers.iter().any(|p| {
+                                    p.connection.session_id == session_id
+                                        && registrations.contains(&p.registration_id)
+                                })
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    let provided = inner.sessions.get_mut(&session_id).expect("looked up");
+                    for id in &hit {
+                        provided.operations.remove(id);
+                    }
+                    if provided.operations.is_empty() {
+                        inner.forget_session(session_id);
+                    }
+                    hit
+                }
+            }
+        };
+        if operations.is_empty() {
             return;
         }
-        for id in affected {
-            let old = &entries[&id];
-            let providers = old
-                .providers
-                .iter()
-                .filter(|p| {
-                    p.connection.session_id != session_id
-                        || only.is_some_and(|ids| !ids.contains(&p.registration_id))
-                })
-                .cloned()
-                .collect();
-            let entry = Arc::new(old.with_providers(providers));
-            entries.insert(id, entry);
+        for chunk in operations.chunks(WRITE_CHUNK) {
+            let mut inner = self.inner.write().unwrap();
+            for id in chunk {
+                inner.remove(id, session_id, only);
+            }
         }
-        drop(entries);
         self.changed();
+    }
+
+    /// Active registrations that the principal of `connection` holds in its
+    /// other live sessions.
+    pub fn held_elsewhere(&self, connection: &Connection) -> usize {
+        let identity = &connection.identity;
+        let inner = self.inner.read().unwrap();
+        let key = (identity.kind, Arc::<str>::from(identity.id.as_str()));
+        let Some(sessions) = inner.principals.get(&key) else {
+            return 0;
+        };
+        sessions
+            .iter()
+            .filter(|&&s| s != connection.session_id)
+            .filter_map(|s| inner.sessions.get(s))
+            .filter(|p| !p.connection.is_closing())
+            .map(|p| p.operations.len())
+            .sum()
     }
 
     /// Removes a definition and its providers.
     pub fn remove_definition(&self, id: &str) {
-        if self.entries.write().unwrap().remove(id).is_some() {
-            self.changed();
+        let mut inner = self.inner.write().unwrap();
+        let Some(old) = inner.entries.remove(id) else {
+            return;
+        };
+        inner.ids.remove(id);
+        for provider in &old.providers {
+            let session = provider.connection.session_id;
+            if let Some(provided) = inner.sessions.get_mut(&session) {
+                provided.operations.remove(id);
+                if provided.operations.is_empty() {
+                    inner.forget_session(session);
+                }
+            }
         }
+        drop(inner);
+        self.changed();
     }
 }

@@ -221,6 +221,14 @@ pub struct LimitsConfig {
     /// Deepest nesting of arrays and objects in one declared schema; a deeper
     /// one is rejected with `VALIDATION_ERROR`.
     pub max_schema_depth: usize,
+    /// Definitions one page of `GET /v1/operations` or `hub.operations.list`
+    /// holds at most, and when no `limit` is given; a larger `limit` is
+    /// answered `VALIDATION_ERROR`.
+    pub max_list_page: usize,
+    /// Candidates one routing decision sees at most. An operation with more
+    /// active registrations shows the policy a window of this many, which
+    /// moves on with every call (see `wit/hub.wit`); 0 shows every one.
+    pub max_routing_candidates: usize,
 }
 
 impl Default for LimitsConfig {
@@ -254,6 +262,8 @@ impl Default for LimitsConfig {
             max_operations_per_principal: 16384,
             max_schema_bytes: 64 * 1024,
             max_schema_depth: 32,
+            max_list_page: 1000,
+            max_routing_candidates: 32,
         }
     }
 }
@@ -535,6 +545,12 @@ max_operations_per_principal = 16384
 max_schema_bytes = 65536
 # Deepest nesting of arrays and objects in a declared schema.
 max_schema_depth = 32
+# Definitions per page of GET /v1/operations and hub.operations.list, at
+# most and by default; a larger limit is answered VALIDATION_ERROR.
+max_list_page = 1000
+# Candidates one routing decision sees at most: with more registrations the
+# policy sees a window of this many that moves on with each call; 0 is all.
+max_routing_candidates = 32
 
 [mcp]
 # Serve the hub's operations as MCP tools at /mcp (streamable HTTP, bearer token).

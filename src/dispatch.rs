@@ -174,6 +174,7 @@ struct CallLimits {
     max_call_depth: u32,
     max_input_depth: u32,
     inline_validation_bytes: usize,
+    max_routing_candidates: usize,
 }
 
 /// A parent named by a call, checked: open and served by the caller.
@@ -235,6 +236,7 @@ impl Dispatcher {
                     max_call_depth: limits.max_call_depth,
                     max_input_depth: limits.max_input_depth,
                     inline_validation_bytes: limits.inline_validation_bytes,
+                    max_routing_candidates: limits.max_routing_candidates,
                 },
                 rate: RateLimiter::new(
                     limits.calls_per_second_per_principal,
@@ -480,15 +482,27 @@ impl Dispatcher {
         if entry.providers.len() == 1 && !routing.wants_single_candidate(&entry.definition.id) {
             return Ok(0);
         }
-        let candidates: Vec<Candidate<'_>> = entry
-            .providers
-            .iter()
-            .map(|p| Candidate {
-                registration_id: &p.registration_id,
-                provider_id: &p.connection.identity.id,
-                labels: &p.connection.labels,
-                in_flight: p.in_flight.load(Ordering::Relaxed),
-                connected_at_ms: p.connection.connected_at_ms,
+        // With many registrations the policy sees a window of them, which
+        // moves on by its width with every call: over a round every
+        // provider is seen, and a decision costs the same at 5 or 5,000.
+        let all = entry.providers.len();
+        let max = self.shared.limits.max_routing_candidates;
+        let (start, width) = if max == 0 || all <= max {
+            (0, all)
+        } else {
+            ((sequence as usize % all).wrapping_mul(max) % all, max)
+        };
+        let provider_at = |i: usize| (start + i) % all;
+        let candidates: Vec<Candidate<'_>> = (0..width)
+            .map(|i| {
+                let p = &entry.providers[provider_at(i)];
+                Candidate {
+                    registration_id: &p.registration_id,
+                    provider_id: &p.connection.identity.id,
+                    labels: &p.connection.labels,
+                    in_flight: p.in_flight.load(Ordering::Relaxed),
+                    connected_at_ms: p.connection.connected_at_ms,
+                }
             })
             .collect();
         let call = RouteCall {
@@ -501,7 +515,13 @@ impl Dispatcher {
         let chosen = match routing.choose(&call, &candidates) {
             Decision::Choose(i) => Some(i),
             Decision::Ordered(order) => order.into_iter().find(|&i| {
-                i < candidates.len() && !entry.providers[i].connection.calls.lock().unwrap().gone
+                i < width
+                    && !entry.providers[provider_at(i)]
+                        .connection
+                        .calls
+                        .lock()
+                        .unwrap()
+                        .gone
             }),
             Decision::Refuse(reason) => {
                 return Err(CallError::new(
@@ -510,15 +530,15 @@ impl Dispatcher {
                 ))
             }
         };
-        chosen.filter(|&i| i < candidates.len()).ok_or_else(|| {
-            CallError::new(
-                ErrorCode::RoutingError,
-                format!(
-                    "the routing policy chose no valid candidate among {}",
-                    candidates.len()
-                ),
-            )
-        })
+        chosen
+            .filter(|&i| i < width)
+            .map(provider_at)
+            .ok_or_else(|| {
+                CallError::new(
+                    ErrorCode::RoutingError,
+                    format!("the routing policy chose no valid candidate among {width}"),
+                )
+            })
     }
 
     /// Records the call and sends it to the chosen provider.
@@ -1000,7 +1020,7 @@ impl Dispatcher {
         entry: &Entry,
         input: Option<&RawValue>,
     ) -> Result<Option<serde_json::Value>, CallError> {
-        let Some(validator) = &entry.validator else {
+        let Some(validator) = entry.validator() else {
             return Ok(None);
         };
         let max_depth = self.shared.limits.max_input_depth;

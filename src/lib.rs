@@ -35,6 +35,7 @@ pub mod names;
 pub mod peer;
 pub mod plugins;
 pub mod policy;
+pub mod presence;
 pub mod protocol;
 pub mod registration;
 pub mod scaffold;

@@ -554,15 +554,13 @@ async fn follow<F, Fut>(
 /// registration).
 fn callable(catalog: &Catalog, identity: &Identity) -> Vec<Arc<Entry>> {
     catalog
-        .list()
-        .into_iter()
-        .filter(|e| {
+        .page(None, usize::MAX, |e| {
             let spec = &e.definition.spec;
             spec.op_type != OperationType::Subscription
                 && (spec.source == Source::Builtin || !e.providers.is_empty())
                 && matches!(check_access(e, Some(identity)), Access::Allowed)
         })
-        .collect()
+        .entries
 }
 
 /// The same definitions, in the same versions.

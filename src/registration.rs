@@ -16,14 +16,13 @@
 //! task that batches ending sessions into few statements and retries.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::catalog::{compile_schema, Catalog, Provider};
+use crate::catalog::{shared_validator, Catalog, Provider, Publish};
 use crate::config::LimitsConfig;
 use crate::connection::Connection;
 use crate::names;
@@ -461,15 +460,14 @@ impl Registrar {
             }
         }
         let validator = match &spec.input_schema {
-            Some(schema) => {
-                Some(Arc::new(compile_schema(schema).map_err(|e| {
-                    invalid(format!("inputSchema of {pre_remap_id}: {e}"))
-                })?))
-            }
+            Some(schema) => Some(
+                shared_validator(schema)
+                    .map_err(|e| invalid(format!("inputSchema of {pre_remap_id}: {e}")))?,
+            ),
             None => None,
         };
         if let Some(schema) = &spec.output_schema {
-            compile_schema(schema)
+            shared_validator(schema)
                 .map_err(|e| invalid(format!("outputSchema of {pre_remap_id}: {e}")))?;
         }
 
@@ -585,19 +583,7 @@ impl Registrar {
     /// Active registrations the principal of `connection` holds in its other
     /// live sessions (the catalog has exactly those).
     fn held_by_other_sessions(&self, connection: &Connection) -> usize {
-        let identity = &connection.identity;
-        self.catalog
-            .list()
-            .iter()
-            .flat_map(|entry| entry.providers.iter())
-            .filter(|p| {
-                let other = &p.connection;
-                other.session_id != connection.session_id
-                    && other.identity.kind == identity.kind
-                    && other.identity.id == identity.id
-                    && !other.is_closing()
-            })
-            .count()
+        self.catalog.held_elsewhere(connection)
     }
 
     /// A pre-remap id this session already registered: the same
@@ -700,6 +686,8 @@ impl Registrar {
 
         let mut published: Vec<(usize, Registered)> = Vec::new();
         let mut added: Vec<Arc<str>> = Vec::new();
+        let mut batch: Vec<Publish> = Vec::new();
+        let mut pending: Vec<(usize, Registered, Arc<str>)> = Vec::new();
         let closing = connection.is_closing();
         for (p, outcome) in accepted.into_iter().zip(settled) {
             let declared = match outcome {
@@ -743,30 +731,39 @@ impl Registrar {
                     continue;
                 }
             };
-            self.publish_definition(&declared.definition, declared.changed, p.validator);
+            let definition =
+                self.definition_update(&declared.definition, declared.changed, p.validator);
             let registration_id: Arc<str> = declared.registration_id.as_str().into();
-            self.catalog.add_provider(
-                &p.operation_id,
-                Provider {
-                    registration_id: registration_id.clone(),
-                    pre_remap_id: p.pre_remap_id.as_str().into(),
-                    connection: connection.clone(),
-                    in_flight: Arc::new(AtomicU32::new(0)),
-                },
-            );
-            added.push(registration_id.clone());
-            mine.insert(
-                p.pre_remap_id.clone(),
-                (p.operation_id.clone(), registration_id.clone()),
-            );
-            published.push((
+            batch.push(Publish {
+                operation_id: p.operation_id.clone(),
+                definition,
+                provider: Provider::new(
+                    registration_id.clone(),
+                    p.pre_remap_id.as_str().into(),
+                    connection.clone(),
+                ),
+            });
+            pending.push((
                 p.index,
                 Registered {
                     operation_id: p.operation_id,
                     pre_remap_id: p.pre_remap_id,
                     registration_id: registration_id.to_string(),
                 },
+                registration_id,
             ));
+        }
+        // One batch for the catalog: lookups wait for a chunk at most.
+        let landed = self.catalog.publish(batch);
+        for ((index, registered, registration_id), landed) in pending.into_iter().zip(landed) {
+            if landed {
+                added.push(registration_id.clone());
+                mine.insert(
+                    registered.pre_remap_id.clone(),
+                    (registered.operation_id.clone(), registration_id),
+                );
+            }
+            published.push((index, registered));
         }
 
         // The session may have closed while this ran: what it activated must
@@ -795,42 +792,34 @@ impl Registrar {
         }
     }
 
-    /// Puts `definition` in the catalog when it is new there or changed,
-    /// with a validator for its stored input schema.
-    fn publish_definition(
+    /// What the catalog needs of `definition`: `None` when it holds it
+    /// already, unchanged; otherwise the definition with its validator
+    /// (the declared one, or the current one when the schema is the same;
+    /// `None` compiles on first use).
+    fn definition_update(
         &self,
         definition: &Definition,
         changed: bool,
         declared: Option<Arc<jsonschema::Validator>>,
-    ) {
+    ) -> Option<(Definition, Option<Arc<jsonschema::Validator>>)> {
         let current = self.catalog.get(&definition.id);
         if !changed
             && current
                 .as_ref()
                 .is_some_and(|e| *e.definition == *definition)
         {
-            return;
+            return None;
         }
         let stored = definition.spec.input_schema.as_ref();
         let validator = match (stored, declared) {
             (None, _) => None,
             (Some(_), Some(declared)) => Some(declared),
-            (Some(schema), None) => match current
+            (Some(schema), None) => current
                 .as_ref()
                 .filter(|e| e.definition.spec.input_schema.as_ref() == Some(schema))
-                .and_then(|e| e.validator.clone())
-            {
-                Some(validator) => Some(validator),
-                None => match compile_schema(schema) {
-                    Ok(v) => Some(Arc::new(v)),
-                    Err(e) => {
-                        tracing::warn!(operation = %definition.id, error = %e, "stored schema does not compile");
-                        None
-                    }
-                },
-            },
+                .and_then(|e| e.validator().cloned()),
         };
-        self.catalog.put_compiled(definition.clone(), validator);
+        Some((definition.clone(), validator))
     }
 
     /// Makes the named registrations of a session inactive (`unregister`).

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -164,6 +165,7 @@ impl RunningHub {
         while !hub.sessions().is_empty() && started.elapsed() < hard {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        hub.sessions().flush_presence().await;
         let left = hub.store().deactivate_all_registrations().await?;
         tracing::info!(deactivated = left, "registrations left inactive");
         let mut task = self.task;
@@ -201,9 +203,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         }
     }
     let catalog = Catalog::default();
-    for definition in store.list_operations().await? {
-        catalog.put_definition(definition);
-    }
+    catalog.put_definitions(store.list_operations().await?);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -212,6 +212,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     let builtins = Arc::new(HubBuiltins {
         catalog: catalog.clone(),
         store: store.clone(),
+        max_page: config.limits.max_list_page,
     });
     let plugins = {
         let plugins_config = config.plugins.clone();
@@ -260,6 +261,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     let (stop, stopped) = watch::channel(false);
     spawn_cleanup(hub.clone(), stopped.clone());
     spawn_revocation(hub.clone(), stopped.clone());
+    let flushing = hub.clone();
+    every(
+        crate::presence::FLUSH_INTERVAL,
+        stopped.clone(),
+        move || {
+            let hub = flushing.clone();
+            async move { hub.sessions().flush_presence().await }
+        },
+    );
     for import in hub.store().list_imports().await? {
         if !import.enabled {
             continue;
@@ -286,6 +296,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     ));
     let mut stopped_http = stopped;
     let task = tokio::spawn(async move {
+        // Every frame goes out at once: without TCP_NODELAY a small answer
+        // can wait tens of milliseconds for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

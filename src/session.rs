@@ -118,10 +118,9 @@ pub async fn run(
         },
     ));
     tracing::info!(session = connection.session_id, %kind, id = %connection.identity.id, "session started");
-    let _ = hub
-        .store()
-        .touch_principal(kind, &connection.identity.id, true)
-        .await;
+    hub.sessions()
+        .presence()
+        .connected(kind, &connection.identity.id);
 
     let mut session = Session {
         hub: hub.clone(),

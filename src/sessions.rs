@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::connection::Connection;
 use crate::dispatch::Dispatcher;
+use crate::presence::Presence;
 use crate::protocol::{close, PrincipalKind};
 use crate::registration::{Registrar, SessionRegistrations};
 use crate::store::Store;
@@ -57,6 +58,7 @@ struct Shared {
     dispatcher: Dispatcher,
     registrar: Registrar,
     store: Store,
+    presence: Presence,
     max_sessions_per_client: usize,
 }
 
@@ -84,12 +86,23 @@ impl SessionRegistry {
                 dispatcher,
                 registrar,
                 store,
+                presence: Presence::default(),
                 max_sessions_per_client,
             }),
         }
     }
 
     /// A fresh session id, unique for the hub's lifetime.
+    /// When principals' sessions last started and ended.
+    pub fn presence(&self) -> &Presence {
+        &self.shared.presence
+    }
+
+    /// Writes the pending session starts and ends to the store.
+    pub async fn flush_presence(&self) {
+        self.shared.presence.flush(&self.shared.store).await;
+    }
+
     pub fn next_session_id(&self) -> u64 {
         self.shared.next_session.fetch_add(1, Ordering::Relaxed)
     }
@@ -167,14 +180,7 @@ impl SessionRegistry {
             tracing::warn!(session = connection.session_id, error = %e, "could not mark the session's registrations inactive");
         }
         let identity = &connection.identity;
-        if let Err(e) = self
-            .shared
-            .store
-            .touch_principal(identity.kind, &identity.id, false)
-            .await
-        {
-            tracing::debug!(error = %e, "could not record when the principal was last seen");
-        }
+        self.shared.presence.seen(identity.kind, &identity.id);
         tracing::info!(session = connection.session_id, id = %identity.id, "session ended");
     }
 

@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
@@ -162,12 +161,11 @@ pub async fn serve(
         let registration_id: Arc<str> = registration.id.into();
         hub.dispatcher().catalog().add_provider(
             operation_id,
-            Provider {
-                registration_id: registration_id.clone(),
-                pre_remap_id: operation_id.as_str().into(),
-                connection: connection.clone(),
-                in_flight: Arc::new(AtomicU32::new(0)),
-            },
+            Provider::new(
+                registration_id.clone(),
+                operation_id.as_str().into(),
+                connection.clone(),
+            ),
         );
         served.insert(
             operation_id.clone(),

@@ -29,7 +29,7 @@ pub use imports::{Import, ImportChanges, ImportKind};
 pub use operations::{
     contract_difference, DefineOutcome, Definition, NewDefinition, Owner, OwnerKind, Source,
 };
-pub use principals::{NewPrincipal, Principal};
+pub use principals::{NewPrincipal, Principal, Seen};
 pub use registrations::{NewRegistration, Registration, RegistrationStatus};
 
 use crate::telemetry::redact_url;

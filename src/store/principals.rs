@@ -274,26 +274,30 @@ impl Store {
         touched(done, kind.as_str(), id)
     }
 
-    /// Records that a session of the principal started (`connected`) or was
-    /// seen alive or ended.
-    pub async fn touch_principal(
-        &self,
-        kind: PrincipalKind,
-        id: &str,
-        connected: bool,
-    ) -> Result<()> {
-        let column = if connected {
-            "last_connected_at"
-        } else {
-            "last_seen_at"
-        };
-        let sql = format!("UPDATE {} SET {column} = $1 WHERE id = $2", table(kind));
-        on_pool!(self, |pool| sqlx::query(&sql)
-            .bind(now())
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|d| d.rows_affected()))?;
+    /// Records many principals' session starts and ends in one transaction
+    /// ([`crate::presence`] gathers them): for each, the time its latest
+    /// session started and the time one was last seen, when known.
+    pub async fn touch_principals(&self, seen: &[Seen]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for s in seen {
+                let sql = format!(
+                    "UPDATE {} SET last_connected_at = COALESCE($1, last_connected_at), \
+                     last_seen_at = COALESCE($2, last_seen_at) WHERE id = $3",
+                    table(s.kind)
+                );
+                sqlx::query(&sql)
+                    .bind(s.connected_at)
+                    .bind(s.seen_at)
+                    .bind(&s.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 }
@@ -303,4 +307,17 @@ fn check_provides(provides: Option<&[String]>) -> Result<()> {
         crate::registration::check_grant_pattern(pattern).map_err(StoreError::Invalid)?;
     }
     Ok(())
+}
+
+/// When a principal's latest session started and when one was last seen.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Spoke or client.
+    pub kind: PrincipalKind,
+    /// The principal.
+    pub id: String,
+    /// When its latest session started, if one did.
+    pub connected_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When a session of it was last seen (ended), if one was.
+    pub seen_at: Option<chrono::DateTime<chrono::Utc>>,
 }
