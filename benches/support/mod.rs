@@ -32,7 +32,7 @@ struct Payload<'a> {
     input: Option<&'a RawValue>,
 }
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str, token: &str, operations: serde_json::Value) -> Ws {
@@ -49,6 +49,9 @@ async fn connect(url: &str, token: &str, operations: serde_json::Value) -> Ws {
         }
     }
 }
+
+/// The input of every benchmark call: about 100 bytes of JSON.
+pub const INPUT: &str = r#"{"user":"user-42","path":"/srv/data/report.txt","offset":1024,"length":4096,"flags":["a","b"]}"#;
 
 /// An echo provider that answers every call with its input as `data`.
 pub async fn provider(url: String, token: String) {
@@ -79,9 +82,21 @@ pub async fn provider(url: String, token: String) {
 
 /// Keeps `depth` calls in flight on one connection until `stop`; returns latencies.
 pub async fn caller(url: String, token: String, depth: usize, stop: Arc<AtomicBool>) -> Vec<u32> {
-    let ws = connect(&url, &token, serde_json::json!([])).await;
+    let mut ws = client(&url, &token).await;
+    caller_on(&mut ws, depth, stop).await
+}
+
+/// A client connection that has sent `hello` and received `welcome`.
+pub async fn client(url: &str, token: &str) -> Ws {
+    connect(url, token, serde_json::json!([])).await
+}
+
+/// Keeps `depth` calls in flight on `ws` until `stop`, then waits for the
+/// calls still open; returns their latencies. The connection is left with
+/// no call open, ready for the next run.
+pub async fn caller_on(ws: &mut Ws, depth: usize, stop: Arc<AtomicBool>) -> Vec<u32> {
     let (mut sink, mut stream) = ws.split();
-    let input = r#"{"user":"user-42","path":"/srv/data/report.txt","offset":1024,"length":4096,"flags":["a","b"]}"#;
+    let input = INPUT;
     let mut started = std::collections::HashMap::with_capacity(depth * 2);
     let mut next = 0u64;
     let mut latencies = Vec::with_capacity(1 << 20);
