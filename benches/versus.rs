@@ -325,7 +325,8 @@ mod relay {
     }
 
     async fn serve(relay: Arc<Relay>, tcp: tokio::net::TcpStream) {
-        // Like the hub, the relay leaves TCP_NODELAY as accepted.
+        // Like the hub, the relay sets TCP_NODELAY on what it accepts.
+        let _ = tcp.set_nodelay(true);
         let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
             return;
         };

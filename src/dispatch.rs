@@ -705,7 +705,9 @@ impl Dispatcher {
                 ),
             ));
         };
-        let streaming = {
+        // One look at the call: its operation (for the envelope), and for a
+        // streamed result the caller it goes to.
+        let (operation_id, streaming) = {
             let mut shard = self.shard(id).lock().unwrap();
             match shard.get_mut(&id) {
                 // Late events of calls that already ended (timed out, aborted) are dropped.
@@ -715,9 +717,9 @@ impl Dispatcher {
                     if kind == "call.responded" && call.op_type == OperationType::Subscription =>
                 {
                     call.last_event = Instant::now();
-                    Some((call.caller.clone(), call.operation_id.clone()))
+                    (call.operation_id.clone(), Some(call.caller.clone()))
                 }
-                Some(_) => None,
+                Some(call) => (call.operation_id.clone(), None),
             }
         };
         let end = match kind {
@@ -728,12 +730,8 @@ impl Dispatcher {
                         "call.responded needs an output",
                     ));
                 };
-                let operation_id = match &streaming {
-                    Some((_, op)) => op.clone(),
-                    None => self.operation_of(id).unwrap_or_else(|| "".into()),
-                };
                 let output = normalize_output(output, &operation_id);
-                if let Some((caller, _)) = streaming {
+                if let Some(caller) = streaming {
                     deliver(&caller, End::Responded(output));
                     return Ok(());
                 }
@@ -765,14 +763,6 @@ impl Dispatcher {
 
     fn op_type_of(&self, id: u64) -> Option<OperationType> {
         self.shard(id).lock().unwrap().get(&id).map(|c| c.op_type)
-    }
-
-    fn operation_of(&self, id: u64) -> Option<Arc<str>> {
-        self.shard(id)
-            .lock()
-            .unwrap()
-            .get(&id)
-            .map(|c| c.operation_id.clone())
     }
 
     /// The caller's `call.aborted`: stops the call and tells its provider.

@@ -36,7 +36,11 @@ pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str, token: &str, operations: serde_json::Value) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // TCP_NODELAY, as the peer library and the hub set it: small frames go
+    // out at once instead of waiting for Nagle's algorithm.
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .unwrap();
     let hello =
         serde_json::json!({"type": "hello", "payload": {"token": token, "operations": operations}});
     ws.send(Message::text(hello.to_string())).await.unwrap();

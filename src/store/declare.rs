@@ -13,7 +13,9 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::operations::{insert_definition, DefinitionRow, COLUMNS as DEFINITION_COLUMNS};
+use super::operations::{
+    insert_definitions, insert_definitions_sql, DefinitionRow, COLUMNS as DEFINITION_COLUMNS,
+};
 use super::registrations::placeholders;
 use super::{now, on_pool, Definition, NewDefinition, Owner, Result, Source, Store, StoreError};
 use crate::crypto::random_id;
@@ -228,8 +230,29 @@ impl Store {
                     stored.insert(definition.id.clone(), definition);
                 }
 
-                // 2. Create, match or (owner) update each definition.
+                // 2. Create, match or (owner) update each definition. New
+                // ones are inserted together, in one statement per chunk.
                 let mut settled: Vec<(usize, Definition, bool)> = Vec::new();
+                let mut creating: Vec<(String, &NewDefinition)> = Vec::new();
+                macro_rules! create_pending {
+                    () => {
+                        if !creating.is_empty() {
+                            let sql = insert_definitions_sql(creating.len());
+                            let inserted = insert_definitions!(&sql, &creating, Some(&owner), at)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                            if inserted as usize != creating.len() {
+                                // Created by a concurrent transaction: start over.
+                                return Err(StoreError::Duplicate {
+                                    kind: "operation",
+                                    id: creating[0].0.clone(),
+                                });
+                            }
+                            creating.clear();
+                        }
+                    };
+                }
                 for (offset, (declaration, id)) in chunk.iter().zip(&ids).enumerate() {
                     let index = first + offset;
                     let existing = stored.get(id);
@@ -239,17 +262,7 @@ impl Store {
                     }
                     let Some(existing) = existing else {
                         let new = &declaration.definition;
-                        let inserted = insert_definition!(id, new, Some(&owner), at)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        if inserted == 0 {
-                            // Created by a concurrent transaction: start over.
-                            return Err(StoreError::Duplicate {
-                                kind: "operation",
-                                id: id.clone(),
-                            });
-                        }
+                        creating.push((id.clone(), new));
                         let created = Definition {
                             id: id.clone(),
                             spec: new.clone(),
@@ -265,6 +278,8 @@ impl Store {
                         Err(field) => outcomes[index] = Some(Err(Refused::Conflict(field))),
                         Ok(None) => settled.push((index, existing.clone(), false)),
                         Ok(Some(mut updated)) => {
+                            // The row to update may be one this chunk creates.
+                            create_pending!();
                             updated.updated_at = at;
                             let owner_of = updated.owner.as_ref();
                             sqlx::query(
@@ -286,6 +301,7 @@ impl Store {
                         }
                     }
                 }
+                create_pending!();
                 if settled.is_empty() {
                     continue;
                 }

@@ -206,6 +206,50 @@ macro_rules! insert_definition {
 }
 pub(super) use insert_definition;
 
+/// `INSERT` of `rows` new definitions in one statement (13 parameters a
+/// row), skipping ids that exist; see [`insert_definitions`].
+pub(super) fn insert_definitions_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let p = row * 13;
+            let list: Vec<String> = (1..=13).map(|i| format!("${}", p + i)).collect();
+            format!("({}, ${})", list.join(", "), p + 11)
+        })
+        .collect();
+    format!(
+        "INSERT INTO operations (id, namespace, name, type, input_schema, output_schema, \
+         access_level, required_scopes, description, source, created_at, owner_kind, owner_id, \
+         updated_at) VALUES {} ON CONFLICT DO NOTHING",
+        values.join(", ")
+    )
+}
+
+/// Binds `rows` (`(id, &NewDefinition)`) to [`insert_definitions_sql`].
+macro_rules! insert_definitions {
+    ($sql:expr, $rows:expr, $owner:expr, $at:expr) => {{
+        let mut query = sqlx::query($sql);
+        for (id, new) in $rows {
+            let new: &$crate::store::NewDefinition = new;
+            query = query
+                .bind(id.as_str())
+                .bind(&new.namespace)
+                .bind(&new.name)
+                .bind(new.op_type.as_str())
+                .bind(new.input_schema.as_ref().map(Json))
+                .bind(new.output_schema.as_ref().map(Json))
+                .bind(new.access_level.as_str())
+                .bind(Json(&new.required_scopes))
+                .bind(&new.description)
+                .bind(new.source.as_str())
+                .bind($at)
+                .bind($owner.map(|o: &$crate::store::Owner| o.kind.as_str()))
+                .bind($owner.map(|o: &$crate::store::Owner| o.id.as_str()));
+        }
+        query
+    }};
+}
+pub(super) use insert_definitions;
+
 /// Names the first contract field in which `declared` differs from `stored`.
 /// The contract is what callers and validation rely on: type, schemas,
 /// access level and scopes. Description and source are not part of it.
