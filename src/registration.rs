@@ -261,6 +261,11 @@ impl Registrar {
         }
     }
 
+    /// This hub run's id: the prefix of every [`Registrar::session_key`].
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// Replaces the remap policy for declarations from now on.
     pub fn set_remap(&self, remap: Arc<dyn RemapPolicy>) {
         *self.remap.write().unwrap() = remap;

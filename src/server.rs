@@ -186,12 +186,17 @@ impl RunningHub {
 
 /// Opens the store, prepares it for a fresh start and begins listening.
 pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
+    let started = Instant::now();
+    // The plugins compile (or load from their cache) while the database opens.
+    let plugins = {
+        let plugins_config = config.plugins.clone();
+        let namespaces = config.remap.per_spoke_namespaces.clone();
+        tokio::task::spawn_blocking(move || PluginHost::start(&plugins_config, namespaces))
+    };
     let store = Store::open(&config.database.url, config.database.max_connections).await?;
-    let reset = store.deactivate_all_registrations().await?;
     tracing::info!(
         engine = store.engine(),
         url = %crate::telemetry::redact_url(&config.database.url),
-        deactivated = reset,
         "database ready"
     );
     for definition in builtins::definitions() {
@@ -214,12 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         store: store.clone(),
         max_page: config.limits.max_list_page,
     });
-    let plugins = {
-        let plugins_config = config.plugins.clone();
-        let namespaces = config.remap.per_spoke_namespaces.clone();
-        tokio::task::spawn_blocking(move || PluginHost::start(&plugins_config, namespaces))
-            .await??
-    };
+    let plugins = plugins.await??;
     let dispatcher = Dispatcher::new(
         catalog.clone(),
         plugins.routing_policy(),
@@ -259,6 +259,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         }),
     };
     let (stop, stopped) = watch::channel(false);
+    spawn_reset(hub.clone());
     spawn_cleanup(hub.clone(), stopped.clone());
     spawn_revocation(hub.clone(), stopped.clone());
     let flushing = hub.clone();
@@ -313,7 +314,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         .await?;
         Ok(())
     });
-    tracing::info!(%addr, "alkhub listening");
+    tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, definitions = hub.dispatcher().catalog().len(), "alkhub listening");
     Ok(RunningHub {
         addr,
         hub,
@@ -321,6 +322,33 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         stop_mcp,
         task,
     })
+}
+
+/// Marks inactive what earlier runs left active (no session survives a
+/// restart), in the background: the hub listens meanwhile, and this run's
+/// own sessions are never touched. Retries until the database answers.
+fn spawn_reset(hub: Hub) {
+    tokio::spawn(async move {
+        let instance = hub.registrar().instance().to_owned();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match hub.store().deactivate_other_runs(&instance).await {
+                Ok(n) => {
+                    tracing::info!(deactivated = n, "registrations of earlier runs inactive");
+                    return;
+                }
+                Err(e) if hub.is_shutting_down() => {
+                    tracing::debug!(error = %e, "reset left to the next start-up");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot mark earlier runs' registrations inactive; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
 }
 
 /// Runs `tick` every `interval` until the hub stops.

@@ -19,6 +19,13 @@ use std::time::Duration;
 /// The hub binary cargo built beside this bench or test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_alkhub");
 
+/// The hub binary to run: `ALKHUB_BENCH_BINARY` when set (to measure
+/// another build, say the one before a change, with the same harness),
+/// otherwise [`BINARY`].
+pub fn binary() -> String {
+    std::env::var("ALKHUB_BENCH_BINARY").unwrap_or_else(|_| BINARY.to_owned())
+}
+
 /// What the stderr watcher saw.
 #[derive(Default)]
 pub struct Stderr {
@@ -72,7 +79,7 @@ impl HubFiles {
 
     /// Runs `alkhub <args>` on this database and returns stdout; panics on failure.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new(BINARY)
+        let output = Command::new(binary())
             .args(args)
             .arg("--database-url")
             .arg(&self.database_url)
@@ -101,7 +108,7 @@ impl HubFiles {
 
     /// Starts `alkhub serve` on an ephemeral port and waits until it listens.
     pub fn serve(&self) -> HubProcess {
-        let mut child = Command::new(BINARY)
+        let mut child = Command::new(binary())
             .args([
                 "serve",
                 "--listen",

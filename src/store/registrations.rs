@@ -293,6 +293,23 @@ impl Store {
         Ok(done)
     }
 
+    /// Marks inactive every active registration not activated by a session
+    /// of the hub run `instance` (see [`crate::registration::Registrar::instance`]):
+    /// what earlier runs left active, without touching what this run's
+    /// sessions activated meanwhile. Start-up runs it after listening.
+    pub async fn deactivate_other_runs(&self, instance: &str) -> Result<u64> {
+        let done = on_pool!(self, |pool| sqlx::query(
+            "UPDATE operation_registrations SET status = 'inactive', updated_at = $1 \
+             WHERE status = 'active' AND (session_id IS NULL OR session_id NOT LIKE $2)"
+        )
+        .bind(now())
+        .bind(format!("{instance}-%"))
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))?;
+        Ok(done)
+    }
+
     /// The registrations of one definition, active first.
     pub async fn registrations_of_operation(
         &self,
