@@ -521,6 +521,8 @@ struct Fleet {
     bounce: watch::Sender<u64>,
     tasks: Vec<JoinHandle<()>>,
     welcomes: Arc<AtomicU64>,
+    /// Listen-queue overflows counted when the current wave of connects began.
+    overflows: Option<u64>,
 }
 
 /// How far a wait for welcomes got.
@@ -534,6 +536,10 @@ struct Progress {
     failure_sample: Option<String>,
     last: Option<Instant>,
     done: bool,
+    /// When each spoke was welcomed, after `since`.
+    times: Vec<Duration>,
+    /// Listen-queue overflows on this host during the wave.
+    overflows: Option<u64>,
 }
 
 impl Progress {
@@ -561,12 +567,24 @@ impl Progress {
                 self.reject_sample.as_deref().unwrap_or("?")
             );
         }
+        if !self.times.is_empty() {
+            let mut t = self.times.clone();
+            t.sort_unstable();
+            s += &format!(
+                " (half by {} s, 99% by {} s)",
+                secs(t[(t.len() - 1) / 2]),
+                secs(t[((t.len() - 1) as f64 * 0.99) as usize])
+            );
+        }
         if self.failures > 0 {
             s += &format!(
                 ", {} failed attempts (e.g. {})",
                 self.failures,
                 self.failure_sample.as_deref().unwrap_or("?")
             );
+        }
+        if let Some(o) = self.overflows.filter(|o| *o > 0) {
+            s += &format!(", {o} listen-queue overflows");
         }
         s
     }
@@ -602,7 +620,13 @@ impl Fleet {
             bounce,
             tasks,
             welcomes,
+            overflows: listen_overflows(),
         }
+    }
+
+    /// Starts counting listen-queue overflows for the next wait.
+    fn mark(&mut self) {
+        self.overflows = listen_overflows();
     }
 
     /// Waits until every spoke has been welcomed at or after `since`.
@@ -613,7 +637,7 @@ impl Fleet {
         while seen.len() < self.size {
             let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(event)) => event,
-                _ => return progress,
+                _ => break,
             };
             match event {
                 Event::Welcomed { idx, at, welcome } if at >= since => {
@@ -625,6 +649,7 @@ impl Fleet {
                             progress.reject_sample = welcome.sample;
                         }
                         progress.last = Some(at);
+                        progress.times.push(at.duration_since(since));
                     }
                 }
                 Event::Welcomed { .. } => {}
@@ -636,12 +661,18 @@ impl Fleet {
                 }
             }
         }
-        progress.done = true;
+        progress.done = seen.len() == self.size;
+        let now = listen_overflows();
+        if let (Some(before), Some(now)) = (self.overflows, now) {
+            progress.overflows = Some(now.saturating_sub(before));
+        }
+        self.overflows = now;
         progress
     }
 
     /// Every spoke closes its session and connects again at once.
-    fn bounce(&self) {
+    fn bounce(&mut self) {
+        self.mark();
         self.bounce.send_modify(|g| *g += 1);
     }
 
@@ -1280,10 +1311,11 @@ impl Bench {
                 "MiB",
                 format!(
                     "{n} spokes: RSS {} MiB before, {} MiB after, {per_spoke} B/spoke; \
-                     all welcomed in {} s",
+                     all welcomed in {} s: {}",
                     mib(before),
                     mib(after),
-                    secs(progress.took(started))
+                    secs(progress.took(started)),
+                    progress.describe(n, timeout)
                 ),
             );
         } else {
@@ -1457,6 +1489,7 @@ impl Bench {
         // restart-callable: the operation spokes reconnect on their own.
         if self.wants("restart-callable") {
             let (exited, shutdown) = terminate(hub, Duration::from_secs(120)).await;
+            op_fleet.mark();
             let started = Instant::now();
             let restarted = serve(&files).await;
             let listening = started.elapsed();
@@ -1690,11 +1723,12 @@ impl Bench {
             };
             let notes = format!(
                 "{r} spokes x {ops} ops: {} ({} registered, {} welcomes in all); first connect \
-                 took {} s; active registrations {} before, {} after",
+                 took {} s: {}; active registrations {} before, {} after",
                 again.describe(r, timeout),
                 again.registered,
                 fleet.welcomes.load(Ordering::Relaxed),
                 secs(connected),
+                first.describe(r, timeout),
                 active_before.map_or("?".into(), |a| a.to_string()),
                 active_after.map_or("?".into(), |a| a.to_string()),
             );
@@ -1886,6 +1920,31 @@ impl Bench {
     }
 }
 
+/// `ListenOverflows` of `/proc/net/netstat`: connections this host's
+/// listeners dropped because their accept queue was full (the client then
+/// retransmits its SYN after a second or more).
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines();
+    while let Some(names) = lines.next() {
+        let values = lines.next()?;
+        if names.starts_with("TcpExt:") {
+            let i = names
+                .split_whitespace()
+                .position(|n| n == "ListenOverflows")?;
+            return values.split_whitespace().nth(i)?.parse().ok();
+        }
+    }
+    None
+}
+
+/// The first three fields of `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 /// Raises the soft open-file limit to the hard one (the hub inherits it).
 fn raise_open_files() -> libc::rlim_t {
     // SAFETY: getrlimit and setrlimit only read and write the struct given.
@@ -1924,6 +1983,11 @@ async fn main() {
         );
     }
     let open_files = raise_open_files();
+    println!(
+        "scale: {} CPUs, load average {} (other work on the host skews every figure)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
     println!(
         "scale: rows {rows:?}; {} spokes, {} ops over {} spokes ({} each), reconnect {}, \
          fanin {}, churn {} x {} ops, {} s per load phase, waits up to {} s; open files {open_files}",
@@ -1990,6 +2054,10 @@ async fn main() {
     if bench.wants("fanin") {
         bench.fanin().await;
     }
-    println!("\nscale: finished in {} s", secs(began.elapsed()));
+    println!(
+        "\nscale: finished in {} s; load average {}",
+        secs(began.elapsed()),
+        load_average()
+    );
     bench.report.print();
 }
