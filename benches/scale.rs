@@ -21,7 +21,10 @@
 //! (default `SCALE_OP_SPOKES`), `SCALE_CHURN_OPS` (operations per churning
 //! spoke, default 100), `SCALE_SECS` (seconds per load phase, default 5),
 //! `SCALE_TIMEOUT` (seconds any one wait may take, default 300),
-//! `SCALE_LIST_LIMIT` (sent as `limit=` on `GET /v1/operations`; default none).
+//! `SCALE_LIST_LIMIT` (sent as `limit=` on `GET /v1/operations`; default none),
+//! `SCALE_WAVE` (`idle` and `full` connect their spokes without operations
+//! in waves of this many, each welcomed before the next; default 0, all at
+//! once).
 //!
 //! Rows: `idle`, `full`, `list`, `register`, `restart-health`,
 //! `restart-callable`, `leave`, `reconnect`, `churn`, `fanin`. Each prints as
@@ -31,7 +34,7 @@
 mod hub_process;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -75,6 +78,7 @@ struct Sizes {
     secs: u64,
     timeout: Duration,
     list_limit: usize,
+    wave: usize,
 }
 
 impl Sizes {
@@ -93,6 +97,7 @@ impl Sizes {
             secs: env_num("SCALE_SECS", 5u64).max(1),
             timeout: Duration::from_secs(env_num("SCALE_TIMEOUT", 300u64).max(1)),
             list_limit: env_num("SCALE_LIST_LIMIT", 0usize),
+            wave: env_num("SCALE_WAVE", 0usize),
         }
     }
 
@@ -543,6 +548,27 @@ struct Progress {
 }
 
 impl Progress {
+    /// Adds the progress of another wave.
+    fn absorb(&mut self, other: Progress) {
+        self.welcomed += other.welcomed;
+        self.registered += other.registered;
+        self.rejected += other.rejected;
+        if self.reject_sample.is_none() {
+            self.reject_sample = other.reject_sample;
+        }
+        self.failures += other.failures;
+        if self.failure_sample.is_none() {
+            self.failure_sample = other.failure_sample;
+        }
+        self.last = self.last.max(other.last);
+        self.done &= other.done;
+        self.times.extend(other.times);
+        self.overflows = match (self.overflows, other.overflows) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
     fn took(&self, since: Instant) -> Duration {
         self.last
             .map(|l| l.duration_since(since))
@@ -683,6 +709,35 @@ impl Fleet {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// Connects `hellos` (spokes that stay connected) in waves of `wave`, all at
+/// once when `wave` is 0, each wave welcomed before the next starts.
+async fn launch_waves(
+    target: &Target,
+    hellos: Vec<(usize, String)>,
+    wave: usize,
+    since: Instant,
+    timeout: Duration,
+) -> (Vec<Fleet>, Progress) {
+    let wave = if wave == 0 { hellos.len().max(1) } else { wave };
+    let deadline = Instant::now() + timeout;
+    let mut fleets = Vec::new();
+    let mut total = Progress {
+        done: true,
+        ..Default::default()
+    };
+    let mut hellos = hellos.into_iter().peekable();
+    while hellos.peek().is_some() && total.done {
+        let chunk: Vec<_> = hellos.by_ref().take(wave).collect();
+        let mut fleet = Fleet::launch(target, chunk, Mode::Once);
+        let progress = fleet
+            .wait(since, deadline.saturating_duration_since(Instant::now()))
+            .await;
+        fleets.push(fleet);
+        total.absorb(progress);
+    }
+    (fleets, total)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1028,6 +1083,8 @@ struct Probe {
     last_no_provider: Option<Duration>,
     other: BTreeMap<String, u64>,
     failure: Option<String>,
+    /// The longest a probe call waited for its answer.
+    slowest_answer: Duration,
 }
 
 async fn probe(
@@ -1051,76 +1108,82 @@ async fn probe(
     };
     let (mut sink, mut stream) = ws.split();
     let mut pending: BTreeSet<usize> = (0..spokes).collect();
+    // Open probe calls by request id: the spoke and when the call was sent.
+    let mut open: HashMap<u64, (usize, Instant)> = HashMap::new();
+    let mut asking: HashSet<usize> = HashSet::new();
     let mut next = 0u64;
-    while !pending.is_empty() && Instant::now() < deadline {
-        let mut asked: HashMap<u64, usize> = HashMap::new();
-        for &i in &pending {
-            let frame = format!(
-                r#"{{"type":"call.requested","payload":{{"requestId":"p{next}","operationId":"s{i}.op0","input":{CALL_INPUT}}}}}"#
-            );
-            if sink.feed(Message::text(frame)).await.is_err() {
-                probe.failure = Some("send failed".into());
-                return probe;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let deadline = tokio::time::Instant::from_std(deadline);
+    while !pending.is_empty() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tick.tick() => {
+                // Ask every pending spoke that has no call open.
+                for &i in &pending {
+                    if !asking.insert(i) {
+                        continue;
+                    }
+                    let frame = format!(
+                        r#"{{"type":"call.requested","payload":{{"requestId":"p{next}","operationId":"s{i}.op0","input":{CALL_INPUT}}}}}"#
+                    );
+                    if sink.feed(Message::text(frame)).await.is_err() {
+                        probe.failure = Some("send failed".into());
+                        return probe;
+                    }
+                    open.insert(next, (i, Instant::now()));
+                    next += 1;
+                }
+                let _ = sink.flush().await;
             }
-            asked.insert(next, i);
-            next += 1;
-        }
-        let _ = sink.flush().await;
-        let round_end = (Instant::now() + Duration::from_secs(5)).min(deadline);
-        while !asked.is_empty() {
-            let left = round_end.saturating_duration_since(Instant::now());
-            let message = match tokio::time::timeout(left, stream.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(_) => {
+            message = stream.next() => {
+                let Some(Ok(message)) = message else {
                     probe.failure = Some("the client connection ended".into());
                     return probe;
-                }
-                Err(_) => break,
-            };
-            let Message::Text(text) = message else {
-                continue;
-            };
-            let Ok(frame) = serde_json::from_str::<Frame<'_>>(text.as_str()) else {
-                continue;
-            };
-            let Some(Ok(p)) = frame
-                .payload
-                .map(|p| serde_json::from_str::<CallPayload<'_>>(p.get()))
-            else {
-                continue;
-            };
-            let Some(i) = p
-                .request_id
-                .strip_prefix('p')
-                .and_then(|s| s.parse::<u64>().ok())
-                .and_then(|id| asked.remove(&id))
-            else {
-                continue;
-            };
-            let at = origin.elapsed();
-            match (frame.kind.as_ref(), p.code.as_deref()) {
-                ("call.responded", _) => {
-                    pending.remove(&i);
-                    probe.confirmed += 1;
-                    if pending.is_empty() {
-                        probe.callable = Some(at);
+                };
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(frame) = serde_json::from_str::<Frame<'_>>(text.as_str()) else {
+                    continue;
+                };
+                let Some(Ok(p)) = frame
+                    .payload
+                    .map(|p| serde_json::from_str::<CallPayload<'_>>(p.get()))
+                else {
+                    continue;
+                };
+                let Some((i, sent)) = p
+                    .request_id
+                    .strip_prefix('p')
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .and_then(|id| open.remove(&id))
+                else {
+                    continue;
+                };
+                asking.remove(&i);
+                probe.slowest_answer = probe.slowest_answer.max(sent.elapsed());
+                let at = origin.elapsed();
+                match (frame.kind.as_ref(), p.code.as_deref()) {
+                    ("call.responded", _) => {
+                        pending.remove(&i);
+                        probe.confirmed += 1;
+                        if pending.is_empty() {
+                            probe.callable = Some(at);
+                        }
+                    }
+                    (_, Some("NO_PROVIDER")) => {
+                        probe.no_provider += 1;
+                        probe.first_no_provider.get_or_insert(at);
+                        probe.last_no_provider = Some(at);
+                    }
+                    (kind, code) => {
+                        *probe
+                            .other
+                            .entry(code.unwrap_or(kind).to_owned())
+                            .or_default() += 1;
                     }
                 }
-                (_, Some("NO_PROVIDER")) => {
-                    probe.no_provider += 1;
-                    probe.first_no_provider.get_or_insert(at);
-                    probe.last_no_provider = Some(at);
-                }
-                (kind, code) => {
-                    *probe
-                        .other
-                        .entry(code.unwrap_or(kind).to_owned())
-                        .or_default() += 1;
-                }
             }
-        }
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     probe
@@ -1299,8 +1362,14 @@ impl Bench {
         let before = settled_rss(&hub, Duration::from_secs(1)).await;
         let target = Target::new(hub.spokes_url());
         let started = Instant::now();
-        let mut fleet = Fleet::launch(&target, op_hellos(&self.principals, 0..n, 0), Mode::Once);
-        let progress = fleet.wait(started, timeout).await;
+        let (fleets, progress) = launch_waves(
+            &target,
+            op_hellos(&self.principals, 0..n, 0),
+            self.sizes.wave,
+            started,
+            timeout,
+        )
+        .await;
         let after = settled_rss(&hub, Duration::from_secs(2)).await;
         let per_spoke = (after.saturating_sub(before) * 1024) / n as u64;
         if progress.done {
@@ -1329,7 +1398,9 @@ impl Bench {
                 ),
             );
         }
-        fleet.stop().await;
+        for fleet in fleets {
+            fleet.stop().await;
+        }
         check_crash(&mut self.report, "idle", &mut hub);
         terminate(hub, Duration::from_secs(60)).await;
     }
@@ -1393,12 +1464,17 @@ impl Bench {
         }
 
         // full: the other spokes, without operations.
-        let mut idle_fleet = None;
+        let mut idle_fleets = Vec::new();
         if self.wants("full") {
             let started = Instant::now();
-            let mut fleet =
-                Fleet::launch(&target, op_hellos(&self.principals, p..n, 0), Mode::Once);
-            let progress = fleet.wait(started, timeout).await;
+            let (fleets, progress) = launch_waves(
+                &target,
+                op_hellos(&self.principals, p..n, 0),
+                self.sizes.wave,
+                started,
+                timeout,
+            )
+            .await;
             let rss = settled_rss(&hub, Duration::from_secs(2)).await;
             let defined = match &db {
                 Some(db) => count(db, DEFINED_SQL).await,
@@ -1429,7 +1505,7 @@ impl Bench {
                 self.report
                     .failed("full", format!("RSS {} MiB; {notes}", mib(rss)));
             }
-            idle_fleet = Some(fleet);
+            idle_fleets = fleets;
         }
 
         // list: every definition over HTTP.
@@ -1480,8 +1556,10 @@ impl Bench {
                 Err(e) => self.report.failed("list", e),
             }
         }
-        if let Some(fleet) = idle_fleet {
-            fleet.stop().await;
+        if !idle_fleets.is_empty() {
+            for fleet in idle_fleets {
+                fleet.stop().await;
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         check_crash(&mut self.report, "operations", &mut hub);
@@ -1517,7 +1595,7 @@ impl Bench {
             let probe = prober.await.unwrap_or_default();
             let notes = format!(
                 "shutdown took {} s{}; listening after {} s; {} (all after {} s, {} registered); \
-                 {}/{p} callable{}; NO_PROVIDER answers: {}{}{}{}",
+                 {}/{p} callable{} (slowest probe answer {} s); NO_PROVIDER answers: {}{}{}{}",
                 secs(shutdown),
                 if exited { "" } else { " (killed)" },
                 secs(listening),
@@ -1528,6 +1606,7 @@ impl Bench {
                 probe
                     .callable
                     .map_or(String::new(), |c| format!(" after {} s", secs(c))),
+                secs(probe.slowest_answer),
                 probe.no_provider,
                 match (probe.first_no_provider, probe.last_no_provider) {
                     (Some(f), Some(l)) => format!(" from {} s to {} s", secs(f), secs(l)),
@@ -1990,7 +2069,8 @@ async fn main() {
     );
     println!(
         "scale: rows {rows:?}; {} spokes, {} ops over {} spokes ({} each), reconnect {}, \
-         fanin {}, churn {} x {} ops, {} s per load phase, waits up to {} s; open files {open_files}",
+         fanin {}, churn {} x {} ops, {} s per load phase, waits up to {} s, waves of {}; \
+         open files {open_files}",
         sizes.spokes,
         sizes.op_spokes * sizes.ops_per_spoke(),
         sizes.op_spokes,
@@ -2000,7 +2080,12 @@ async fn main() {
         sizes.churn_spokes,
         sizes.churn_ops,
         sizes.secs,
-        sizes.timeout.as_secs()
+        sizes.timeout.as_secs(),
+        if sizes.wave == 0 {
+            "all".to_owned()
+        } else {
+            sizes.wave.to_string()
+        }
     );
     if open_files < (sizes.spokes + 1000) as libc::rlim_t {
         println!(
