@@ -209,8 +209,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     }
     let catalog = Catalog::default();
     catalog.put_definitions(store.list_operations().await?);
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let listener = listen(config.server.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
 
@@ -349,6 +348,23 @@ fn spawn_reset(hub: Hub) {
             }
         }
     });
+}
+
+/// Connections the kernel may hold waiting for `accept` (capped by the
+/// kernel's `net.core.somaxconn`): a thousand spokes reconnecting at once
+/// must not overflow the queue and wait for SYN retransmissions.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] (the standard library's is 128).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs `tick` every `interval` until the hub stops.
