@@ -139,6 +139,21 @@ pub fn listing(
     Ok(out)
 }
 
+/// Answers `hub.operations.list`.
+fn list(
+    catalog: &Catalog,
+    input: &Value,
+    caller: Option<&Identity>,
+    max_page: usize,
+    reply: Reply,
+) {
+    match PageRequest::from_input(input).and_then(|page| listing(catalog, caller, &page, max_page))
+    {
+        Ok(data) => reply.data(LIST, data),
+        Err(e) => reply.error(e),
+    }
+}
+
 /// The hub's implementation of the built-ins.
 pub struct HubBuiltins {
     /// Read for listings.
@@ -152,12 +167,16 @@ pub struct HubBuiltins {
 impl Builtins for HubBuiltins {
     fn run(&self, operation_id: &str, input: Value, caller: Option<Identity>, reply: Reply) {
         match operation_id {
-            LIST => match PageRequest::from_input(&input)
-                .and_then(|page| listing(&self.catalog, caller.as_ref(), &page, self.max_page))
-            {
-                Ok(data) => reply.data(LIST, data),
-                Err(e) => reply.error(e),
-            },
+            LIST if self.catalog.is_loading() => {
+                // At start-up, list once every stored definition is in.
+                let catalog = self.catalog.clone();
+                let max_page = self.max_page;
+                tokio::spawn(async move {
+                    catalog.wait_loaded().await;
+                    list(&catalog, &input, caller.as_ref(), max_page, reply);
+                });
+            }
+            LIST => list(&self.catalog, &input, caller.as_ref(), self.max_page, reply),
             GET => {
                 let target = input["operationId"].as_str().unwrap_or_default().to_owned();
                 let not_found = || {

@@ -104,13 +104,26 @@ impl Entry {
 pub const WRITE_CHUNK: usize = 64;
 
 /// Handle to the index; cloning shares it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Catalog {
     // A std lock: it is never held across an await, and only for a probe,
     // a swap, or one chunk of a bulk change.
     inner: Arc<RwLock<Inner>>,
     // Counts changes; watchers (the MCP server) wake on each one.
     generation: Arc<watch::Sender<u64>>,
+    // False while the stored definitions are still being loaded (start-up).
+    loaded: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Catalog {
+    /// An empty catalog, loaded.
+    fn default() -> Self {
+        Catalog {
+            inner: Arc::default(),
+            generation: Arc::default(),
+            loaded: Arc::new(watch::Sender::new(true)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -310,6 +323,32 @@ impl Inner {
 }
 
 impl Catalog {
+    /// An empty catalog that is still loading: see [`Catalog::finish_loading`].
+    pub fn loading() -> Catalog {
+        let catalog = Catalog::default();
+        catalog.loaded.send_replace(false);
+        catalog
+    }
+
+    /// The stored definitions are all in: lookups that miss mean "unknown"
+    /// again, and whoever waits in [`Catalog::wait_loaded`] goes on.
+    pub fn finish_loading(&self) {
+        self.loaded.send_replace(true);
+        self.changed();
+    }
+
+    /// Whether start-up is still loading the stored definitions (a lookup
+    /// that misses may then be a definition not loaded yet).
+    pub fn is_loading(&self) -> bool {
+        !*self.loaded.borrow()
+    }
+
+    /// Returns once the stored definitions are loaded.
+    pub async fn wait_loaded(&self) {
+        let mut loaded = self.loaded.subscribe();
+        let _ = loaded.wait_for(|l| *l).await;
+    }
+
     /// Looks up a definition by post-remap id.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
         self.inner.read().unwrap().entries.get(id).cloned()
@@ -396,13 +435,17 @@ impl Catalog {
         self.put_compiled(definition, None);
     }
 
-    /// Adds or replaces many definitions, a chunk per lock hold.
-    pub fn put_definitions(&self, definitions: impl IntoIterator<Item = Definition>) {
+    /// Adds many definitions (start-up's load), a chunk per lock hold. An
+    /// id the catalog already holds keeps its entry: a registration made
+    /// while the load ran is newer than the stored row that was read.
+    pub fn load_definitions(&self, definitions: impl IntoIterator<Item = Definition>) {
         let mut definitions = definitions.into_iter().peekable();
         while definitions.peek().is_some() {
             let mut inner = self.inner.write().unwrap();
             for definition in definitions.by_ref().take(WRITE_CHUNK) {
-                inner.put(definition, None);
+                if !inner.entries.contains_key(definition.id.as_str()) {
+                    inner.put(definition, None);
+                }
             }
         }
         self.changed();

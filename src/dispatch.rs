@@ -448,11 +448,22 @@ impl Dispatcher {
                 format!("operation {operation_id} not found"),
             )
         };
-        let entry = self
-            .shared
-            .catalog
-            .get(operation_id)
-            .ok_or_else(not_found)?;
+        let catalog = &self.shared.catalog;
+        let Some(entry) = catalog.get(operation_id) else {
+            // Start-up lists the stored definitions after it listens: until
+            // then an id it has not loaded yet may well exist, and none can
+            // have a provider yet.
+            if catalog.is_loading() {
+                return Err(CallError::new(
+                    ErrorCode::NoProvider,
+                    format!(
+                        "operation {} has no connected provider (the hub is starting)",
+                        protocol::clip(operation_id)
+                    ),
+                ));
+            }
+            return Err(not_found());
+        };
         match check_access(&entry, identity) {
             Access::Allowed => Ok(entry),
             Access::Hidden => Err(not_found()),

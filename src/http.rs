@@ -270,6 +270,8 @@ async fn list_operations(
         after: query.after,
         limit: query.limit,
     };
+    // At start-up, list once every stored definition is in.
+    hub.dispatcher().catalog().wait_loaded().await;
     match builtins::listing(
         hub.dispatcher().catalog(),
         identity.as_ref(),

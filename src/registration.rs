@@ -297,6 +297,9 @@ impl Registrar {
                 rejected: Vec::new(),
             };
         }
+        // Declarations are checked against the stored definitions: at
+        // start-up, wait until they are loaded.
+        self.catalog.wait_loaded().await;
         let mut outcomes: Vec<Option<Result<Registered, Rejected>>> =
             declared.iter().map(|_| None).collect();
         let import_namespaces: Vec<String> = match self.store.list_imports().await {

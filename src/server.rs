@@ -207,8 +207,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
             store.define_operation(&definition).await?;
         }
     }
-    let catalog = Catalog::default();
-    catalog.put_definitions(store.list_operations().await?);
+    // The stored definitions load after the hub listens (see spawn_load).
+    let catalog = Catalog::loading();
     let listener = listen(config.server.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
@@ -258,6 +258,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         }),
     };
     let (stop, stopped) = watch::channel(false);
+    spawn_load(hub.clone());
     spawn_reset(hub.clone());
     spawn_cleanup(hub.clone(), stopped.clone());
     spawn_revocation(hub.clone(), stopped.clone());
@@ -313,7 +314,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         .await?;
         Ok(())
     });
-    tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, definitions = hub.dispatcher().catalog().len(), "alkhub listening");
+    tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "alkhub listening");
     Ok(RunningHub {
         addr,
         hub,
@@ -321,6 +322,42 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         stop_mcp,
         task,
     })
+}
+
+/// Loads the stored definitions into the catalog once the hub listens.
+/// Until it is done a call of an id not loaded yet gets `NO_PROVIDER` (no
+/// provider can be back yet anyway), declarations wait, and listings wait.
+/// Retries until the database answers.
+fn spawn_load(hub: Hub) {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let catalog = hub.dispatcher().catalog();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match hub.store().list_operations().await {
+                Ok(definitions) => {
+                    let count = definitions.len();
+                    catalog.load_definitions(definitions);
+                    catalog.finish_loading();
+                    tracing::info!(
+                        definitions = count,
+                        ms = started.elapsed().as_millis() as u64,
+                        "stored definitions loaded"
+                    );
+                    return;
+                }
+                Err(e) if hub.is_shutting_down() => {
+                    tracing::debug!(error = %e, "definitions not loaded before shutdown");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot load the stored definitions; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
 }
 
 /// Marks inactive what earlier runs left active (no session survives a
@@ -406,6 +443,8 @@ fn spawn_cleanup(hub: Hub, stopped: watch::Receiver<bool>) {
     every(interval, stopped, move || {
         let hub = hub.clone();
         async move {
+            // A definition deleted while start-up still loads could come back.
+            hub.dispatcher().catalog().wait_loaded().await;
             match hub.store().cleanup_orphaned_operations(grace).await {
                 Ok(ids) => {
                     for id in &ids {

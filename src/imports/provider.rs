@@ -139,6 +139,8 @@ pub async fn serve(
     );
     sessions.attach(&connection, Origin::Internal)?;
     let mut served = SessionRegistrations::new();
+    // At start-up the stored definitions may still be loading.
+    hub.dispatcher().catalog().wait_loaded().await;
     for operation_id in operations {
         let Some((namespace, name)) = crate::names::split_operation_id(operation_id) else {
             continue;

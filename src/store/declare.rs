@@ -201,6 +201,7 @@ impl Store {
         // Post-remap id → pre-remap id, for what this transaction activated.
         let mut activated: HashMap<String, (String, String)> = HashMap::new();
         let mut stopped = false;
+        let _turn = self.write_turn().await;
         on_pool!(self, |pool| {
             let mut tx = pool.begin_with(self.begin_write()).await?;
             for (chunk_no, chunk) in declarations.chunks(DECLARE_CHUNK).enumerate() {

@@ -281,6 +281,7 @@ impl Store {
         if seen.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             for s in seen {

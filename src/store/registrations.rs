@@ -243,6 +243,7 @@ impl Store {
     /// re-activated carries that session's id instead. Returns how many
     /// changed.
     pub async fn deactivate_sessions(&self, session_ids: &[String]) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let mut changed = 0;
         for ids in session_ids.chunks(IN_LIST_CHUNK) {
             let sql = format!(
@@ -298,6 +299,7 @@ impl Store {
     /// what earlier runs left active, without touching what this run's
     /// sessions activated meanwhile. Start-up runs it after listening.
     pub async fn deactivate_other_runs(&self, instance: &str) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let done = on_pool!(self, |pool| sqlx::query(
             "UPDATE operation_registrations SET status = 'inactive', updated_at = $1 \
              WHERE status = 'active' AND (session_id IS NULL OR session_id NOT LIKE $2)"
