@@ -515,6 +515,15 @@ async fn open_session(url: &str, hello: &str) -> Result<(Ws, Welcome), String> {
                         return Ok((ws, welcome));
                     }
                     Some("error") => return Err(format!("error before welcome: {text}")),
+                    // The hub may route a call to operations it has just
+                    // registered before it writes `welcome`: answer it.
+                    Some("call.requested") => {
+                        if let Some(reply) = echo_reply(text.as_str()) {
+                            ws.send(Message::text(reply))
+                                .await
+                                .map_err(|e| format!("send before welcome: {e}"))?;
+                        }
+                    }
                     _ => continue,
                 }
             }
@@ -1180,6 +1189,8 @@ struct Probe {
     failure: Option<String>,
     /// The longest a probe call waited for its answer.
     slowest_answer: Duration,
+    /// Probe calls given up after 10 s without an answer (then asked again).
+    unanswered: u64,
 }
 
 async fn probe(
@@ -1213,6 +1224,15 @@ async fn probe(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             _ = tick.tick() => {
+                // A call unanswered for 10 s is given up and asked again.
+                open.retain(|_, (i, sent)| {
+                    let keep = sent.elapsed() < Duration::from_secs(10);
+                    if !keep {
+                        asking.remove(i);
+                        probe.unanswered += 1;
+                    }
+                    keep
+                });
                 // Ask every pending spoke that has no call open.
                 for &i in &pending {
                     if !asking.insert(i) {
@@ -1690,7 +1710,8 @@ impl Bench {
             let probe = prober.await.unwrap_or_default();
             let notes = format!(
                 "shutdown took {} s{}; listening after {} s; {} (all after {} s, {} registered); \
-                 {}/{p} callable{} (slowest probe answer {} s); NO_PROVIDER answers: {}{}{}{}",
+                 {}/{p} callable{} (slowest probe answer {} s, {} unanswered in 10 s); \
+                 NO_PROVIDER answers: {}{}{}{}",
                 secs(shutdown),
                 if exited { "" } else { " (killed)" },
                 secs(listening),
@@ -1702,6 +1723,7 @@ impl Bench {
                     .callable
                     .map_or(String::new(), |c| format!(" after {} s", secs(c))),
                 secs(probe.slowest_answer),
+                probe.unanswered,
                 probe.no_provider,
                 match (probe.first_no_provider, probe.last_no_provider) {
                     (Some(f), Some(l)) => format!(" from {} s to {} s", secs(f), secs(l)),
