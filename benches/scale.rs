@@ -22,7 +22,8 @@
 //! spoke, default 100), `SCALE_SECS` (seconds per load phase, default 5),
 //! `SCALE_TIMEOUT` (seconds any one wait may take, default 300),
 //! `SCALE_LIST_LIMIT` (sent as `limit=` on `GET /v1/operations`; default none),
-//! `SCALE_WAVE` (`idle` and `full` connect their spokes without operations
+//! `SCALE_HUB_BIN` (the hub binary; default `CARGO_BIN_EXE_alkhub`, pinned
+//! at start), `SCALE_WAVE` (`idle` and `full` connect their spokes without operations
 //! in waves of this many, each welcomed before the next; default 0, all at
 //! once).
 //!
@@ -35,9 +36,9 @@ mod hub_process;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use alkhub::protocol::PrincipalKind;
@@ -259,23 +260,117 @@ fn hub_files(principals: &Principals, ops_per_spoke: usize) -> Arc<HubFiles> {
     Arc::new(HubFiles::with_database(dir, url, &config(ops_per_spoke)))
 }
 
+/// The hub binary every group runs, pinned at start (see [`pin_hub_binary`]).
+static HUB_BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Pins the hub binary for the whole run: a hard link (a copy if linking
+/// fails) in `scratch` of `CARGO_BIN_EXE_alkhub`, which cargo has just
+/// built for this run, or of `SCALE_HUB_BIN`.
+///
+/// `CARGO_BIN_EXE_alkhub` is `<target>/release/alkhub`: every worktree that
+/// shares the target directory replaces it when it builds, so a run of
+/// several minutes that spawned it again for each group could start hubs of
+/// different sources. Returns the binary and a description of it.
+fn pin_hub_binary(scratch: &Path) -> (PathBuf, String) {
+    let source = std::env::var("SCALE_HUB_BIN").unwrap_or_else(|_| hub_process::BINARY.into());
+    let pinned = scratch.join("alkhub");
+    if std::fs::hard_link(&source, &pinned).is_err() {
+        std::fs::copy(&source, &pinned).expect("the hub binary copied");
+    }
+    let built = std::fs::metadata(&pinned)
+        .and_then(|m| m.modified())
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+        .unwrap_or_else(|_| "?".into());
+    (pinned, format!("{source} (modified {built})"))
+}
+
+/// `alkhub serve` on an ephemeral port, as [`HubFiles::serve`] does, but
+/// with the pinned binary; waits until it listens.
+fn spawn_hub(files: &HubFiles) -> Result<HubProcess, String> {
+    let binary = HUB_BINARY.get().expect("the hub binary is pinned");
+    let mut child = std::process::Command::new(binary)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "alkhub.toml",
+        ])
+        .arg("--database-url")
+        .arg(&files.database_url)
+        .current_dir(files.dir.path())
+        .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{} does not start: {e}", binary.display()))?;
+    let stderr = Arc::new(hub_process::Stderr::default());
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let lines = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let watch = stderr.clone();
+    // Read until the process closes stderr, so the pipe never fills.
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut addr_tx = Some(addr_tx);
+        for line in lines.lines() {
+            let Ok(line) = line else { break };
+            watch.lines.fetch_add(1, Ordering::Relaxed);
+            if line.contains("panicked") {
+                watch.panic_count.fetch_add(1, Ordering::Relaxed);
+                let mut panics = watch.panics.lock().unwrap();
+                if panics.len() < 20 {
+                    panics.push(line.clone());
+                }
+            }
+            if line.contains("listening") {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    }
+                }
+            }
+            let mut tail = watch.tail.lock().unwrap();
+            if tail.len() == 40 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    });
+    let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(300)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let tail = stderr.tail.lock().unwrap().clone();
+        return Err(format!(
+            "alkhub serve did not start listening in 300 s; its log ends: {:?}",
+            tail.back()
+        ));
+    };
+    let addr: String = addr
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    let Ok(addr) = addr.parse() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("no socket address in the log: {addr:?}"));
+    };
+    Ok(HubProcess {
+        child,
+        addr,
+        database_url: files.database_url.clone(),
+        dir: files.dir.path().to_owned(),
+        stderr,
+    })
+}
+
 /// Starts the hub (blocking work, off the async workers).
 async fn serve(files: &Arc<HubFiles>) -> Result<HubProcess, String> {
     let files = files.clone();
-    tokio::task::spawn_blocking(move || files.serve())
+    tokio::task::spawn_blocking(move || spawn_hub(&files))
         .await
-        .map_err(|e| {
-            if e.is_panic() {
-                let panic = e.into_panic();
-                panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "the hub did not start".to_owned())
-            } else {
-                e.to_string()
-            }
-        })
+        .map_err(|e| e.to_string())?
 }
 
 /// SIGTERM and wait; returns whether it exited in time and how long it took.
@@ -420,6 +515,15 @@ async fn open_session(url: &str, hello: &str) -> Result<(Ws, Welcome), String> {
                         return Ok((ws, welcome));
                     }
                     Some("error") => return Err(format!("error before welcome: {text}")),
+                    // The hub may route a call to operations it has just
+                    // registered before it writes `welcome`: answer it.
+                    Some("call.requested") => {
+                        if let Some(reply) = echo_reply(text.as_str()) {
+                            ws.send(Message::text(reply))
+                                .await
+                                .map_err(|e| format!("send before welcome: {e}"))?;
+                        }
+                    }
                     _ => continue,
                 }
             }
@@ -1085,6 +1189,8 @@ struct Probe {
     failure: Option<String>,
     /// The longest a probe call waited for its answer.
     slowest_answer: Duration,
+    /// Probe calls given up after 10 s without an answer (then asked again).
+    unanswered: u64,
 }
 
 async fn probe(
@@ -1118,6 +1224,15 @@ async fn probe(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             _ = tick.tick() => {
+                // A call unanswered for 10 s is given up and asked again.
+                open.retain(|_, (i, sent)| {
+                    let keep = sent.elapsed() < Duration::from_secs(10);
+                    if !keep {
+                        asking.remove(i);
+                        probe.unanswered += 1;
+                    }
+                    keep
+                });
                 // Ask every pending spoke that has no call open.
                 for &i in &pending {
                     if !asking.insert(i) {
@@ -1595,7 +1710,8 @@ impl Bench {
             let probe = prober.await.unwrap_or_default();
             let notes = format!(
                 "shutdown took {} s{}; listening after {} s; {} (all after {} s, {} registered); \
-                 {}/{p} callable{} (slowest probe answer {} s); NO_PROVIDER answers: {}{}{}{}",
+                 {}/{p} callable{} (slowest probe answer {} s, {} unanswered in 10 s); \
+                 NO_PROVIDER answers: {}{}{}{}",
                 secs(shutdown),
                 if exited { "" } else { " (killed)" },
                 secs(listening),
@@ -1607,6 +1723,7 @@ impl Bench {
                     .callable
                     .map_or(String::new(), |c| format!(" after {} s", secs(c))),
                 secs(probe.slowest_answer),
+                probe.unanswered,
                 probe.no_provider,
                 match (probe.first_no_provider, probe.last_no_provider) {
                     (Some(f), Some(l)) => format!(" from {} s to {} s", secs(f), secs(l)),
@@ -2098,6 +2215,10 @@ async fn main() {
         .max(sizes.fanin)
         .max(sizes.reconnect)
         .max(sizes.churn_spokes + 2);
+    let scratch = tempfile::tempdir().expect("a temporary folder");
+    let (binary, origin) = pin_hub_binary(scratch.path());
+    println!("scale: hub binary {origin}");
+    HUB_BINARY.set(binary).expect("pinned once");
     let made = Instant::now();
     let principals = make_principals(needed).await;
     println!(
