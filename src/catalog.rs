@@ -206,6 +206,15 @@ struct Validators {
 /// the same compiled validator while one is alive.
 pub fn shared_validator(schema: &serde_json::Value) -> Result<Arc<jsonschema::Validator>, String> {
     let key = serde_json::to_string(schema).map_err(|e| e.to_string())?;
+    shared_validator_of(schema, key)
+}
+
+/// [`shared_validator`] for a caller that has serialised `schema` already:
+/// `key` must be `serde_json::to_string(schema)`.
+pub fn shared_validator_of(
+    schema: &serde_json::Value,
+    key: String,
+) -> Result<Arc<jsonschema::Validator>, String> {
     let cache = VALIDATORS.get_or_init(Mutex::default);
     if let Some(found) = cache
         .lock()

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::catalog::{shared_validator, Catalog, Provider, Publish};
+use crate::catalog::{shared_validator_of, Catalog, Provider, Publish};
 use crate::config::LimitsConfig;
 use crate::connection::Connection;
 use crate::names;
@@ -324,20 +324,17 @@ impl Registrar {
 
         // 1. Everything that needs no stored row, in order.
         let mut prepared: Vec<Prepared> = Vec::new();
-        let mut repeats: Vec<(usize, OperationSpec)> = Vec::new();
+        let mut repeats: Vec<(usize, Declaration)> = Vec::new();
         let mut in_batch: HashMap<String, usize> = HashMap::new();
         for (index, value) in declared.into_iter().enumerate() {
             match self.prepare(connection, name, value, &import_namespaces) {
                 Ok(step) => {
-                    let id = &step.prepared.pre_remap_id;
+                    let id = &step.pre_remap_id;
                     if in_batch.contains_key(id) || mine.contains_key(id) {
-                        repeats.push((index, *step.spec));
+                        repeats.push((index, step.declaration));
                     } else {
                         in_batch.insert(id.clone(), index);
-                        prepared.push(Prepared {
-                            index,
-                            ..step.prepared
-                        });
+                        prepared.push(Prepared { index, ..step });
                     }
                 }
                 Err(rejected) => outcomes[index] = Some(Err(rejected)),
@@ -396,11 +393,11 @@ impl Registrar {
         }
 
         // 4. Ids declared twice: the first declaration decided.
-        for (index, spec) in repeats {
-            let pre_remap_id = spec.id();
+        for (index, declaration) in repeats {
+            let pre_remap_id = declaration.pre_remap_id();
             outcomes[index] = Some(match mine.get(&pre_remap_id) {
                 Some((operation_id, registration_id)) => {
-                    self.repeat(&spec, operation_id, registration_id)
+                    self.repeat(&declaration, operation_id, registration_id)
                 }
                 None => {
                     let first = in_batch
@@ -440,7 +437,7 @@ impl Registrar {
         name: Option<&str>,
         value: Value,
         import_namespaces: &[String],
-    ) -> Result<PreparedStep, Rejected> {
+    ) -> Result<Prepared, Rejected> {
         let declared_id = declared_id(&value);
         let spec: OperationSpec = serde_json::from_value(value).map_err(|e| {
             reject(
@@ -458,25 +455,21 @@ impl Registrar {
                 "operation {pre_remap_id}: the namespace `hub` is reserved for the hub's own operations"
             )));
         }
+        let mut validator = None;
         for (field, schema) in [
             ("inputSchema", &spec.input_schema),
             ("outputSchema", &spec.output_schema),
         ] {
             if let Some(schema) = schema {
-                self.check_schema_size(&pre_remap_id, field, schema)
+                let text = self
+                    .check_schema_size(&pre_remap_id, field, schema)
                     .map_err(invalid)?;
+                let compiled = shared_validator_of(schema, text)
+                    .map_err(|e| invalid(format!("{field} of {pre_remap_id}: {e}")))?;
+                if field == "inputSchema" {
+                    validator = Some(compiled);
+                }
             }
-        }
-        let validator = match &spec.input_schema {
-            Some(schema) => Some(
-                shared_validator(schema)
-                    .map_err(|e| invalid(format!("inputSchema of {pre_remap_id}: {e}")))?,
-            ),
-            None => None,
-        };
-        if let Some(schema) = &spec.output_schema {
-            shared_validator(schema)
-                .map_err(|e| invalid(format!("outputSchema of {pre_remap_id}: {e}")))?;
         }
 
         let identity = &connection.identity;
@@ -546,32 +539,29 @@ impl Registrar {
                 namespace,
                 name: op_name,
                 op_type: spec.op_type,
-                input_schema: spec.input_schema.clone(),
-                output_schema: spec.output_schema.clone(),
+                input_schema: spec.input_schema,
+                output_schema: spec.output_schema,
                 access_level: spec.access_level,
-                required_scopes: spec.required_scopes.clone(),
-                description: spec.description.clone(),
+                required_scopes: spec.required_scopes,
+                description: spec.description,
                 source: Source::Spoke,
             },
-            pre_remap_namespace: spec.namespace.clone(),
-            pre_remap_name: spec.name.clone(),
+            pre_remap_namespace: spec.namespace,
+            pre_remap_name: spec.name,
         };
-        Ok(PreparedStep {
-            spec: Box::new(spec),
-            prepared: Prepared {
-                index: 0,
-                pre_remap_id,
-                operation_id,
-                validator,
-                declaration,
-            },
+        Ok(Prepared {
+            index: 0,
+            pre_remap_id,
+            operation_id,
+            validator,
+            declaration,
         })
     }
 
-    fn check_schema_size(&self, id: &str, field: &str, schema: &Value) -> Result<(), String> {
-        let bytes = serde_json::to_string(schema)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
+    /// Checks the size and depth of a declared schema; returns its JSON text.
+    fn check_schema_size(&self, id: &str, field: &str, schema: &Value) -> Result<String, String> {
+        let text = serde_json::to_string(schema).map_err(|e| format!("{field} of {id}: {e}"))?;
+        let bytes = text.len();
         if bytes > self.limits.schema_bytes {
             return Err(format!(
                 "{field} of {id} is {bytes} bytes; limits.max_schema_bytes is {}",
@@ -585,7 +575,7 @@ impl Registrar {
                 self.limits.schema_depth
             ));
         }
-        Ok(())
+        Ok(text)
     }
 
     /// Active registrations the principal of `connection` holds in its other
@@ -598,11 +588,12 @@ impl Registrar {
     /// registration, unless the contract now differs.
     fn repeat(
         &self,
-        spec: &OperationSpec,
+        declaration: &Declaration,
         operation_id: &str,
         registration_id: &Arc<str>,
     ) -> Result<Registered, Rejected> {
-        let pre_remap_id = spec.id();
+        let pre_remap_id = declaration.pre_remap_id();
+        let spec = &declaration.definition;
         if let Some(entry) = self.catalog.get(operation_id) {
             let stored = &entry.definition.spec;
             let redeclared = NewDefinition {
@@ -671,8 +662,20 @@ impl Registrar {
             }
         };
         let keep_going = || !connection.is_closing();
-        let declarations: Vec<Declaration> =
-            accepted.iter().map(|p| p.declaration.clone()).collect();
+        let (declarations, accepted): (Vec<Declaration>, Vec<Accepted>) = accepted
+            .into_iter()
+            .map(|p| {
+                (
+                    p.declaration,
+                    Accepted {
+                        index: p.index,
+                        pre_remap_id: p.pre_remap_id,
+                        operation_id: p.operation_id,
+                        validator: p.validator,
+                    },
+                )
+            })
+            .unzip();
         let settled = self
             .store
             .declare(&declarer, &declarations, &gate, &keep_going)
@@ -740,7 +743,7 @@ impl Registrar {
                 }
             };
             let definition =
-                self.definition_update(&declared.definition, declared.changed, p.validator);
+                self.definition_update(declared.definition, declared.changed, p.validator);
             let registration_id: Arc<str> = declared.registration_id.as_str().into();
             batch.push(Publish {
                 operation_id: p.operation_id.clone(),
@@ -806,7 +809,7 @@ impl Registrar {
     /// `None` compiles on first use).
     fn definition_update(
         &self,
-        definition: &Definition,
+        definition: Definition,
         changed: bool,
         declared: Option<Arc<jsonschema::Validator>>,
     ) -> Option<(Definition, Option<Arc<jsonschema::Validator>>)> {
@@ -814,7 +817,7 @@ impl Registrar {
         if !changed
             && current
                 .as_ref()
-                .is_some_and(|e| *e.definition == *definition)
+                .is_some_and(|e| *e.definition == definition)
         {
             return None;
         }
@@ -827,7 +830,7 @@ impl Registrar {
                 .filter(|e| e.definition.spec.input_schema.as_ref() == Some(schema))
                 .and_then(|e| e.validator().cloned()),
         };
-        Some((definition.clone(), validator))
+        Some((definition, validator))
     }
 
     /// Makes the named registrations of a session inactive (`unregister`).
@@ -893,11 +896,13 @@ impl Registrar {
     }
 }
 
-/// What [`Registrar::prepare`] made of a declaration: the spec (for a
-/// repeat of an id already registered) and the checked declaration.
-struct PreparedStep {
-    spec: Box<OperationSpec>,
-    prepared: Prepared,
+/// A prepared declaration on its way through [`Registrar::settle`], its
+/// declaration handed to the store.
+struct Accepted {
+    index: usize,
+    pre_remap_id: String,
+    operation_id: String,
+    validator: Option<Arc<jsonschema::Validator>>,
 }
 
 /// Runs deactivations of ended sessions: waits for one, takes every other

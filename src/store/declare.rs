@@ -41,6 +41,13 @@ pub struct Declaration {
     pub pre_remap_name: String,
 }
 
+impl Declaration {
+    /// The id the provider declared, `namespace.name` before the remap.
+    pub fn pre_remap_id(&self) -> String {
+        format!("{}.{}", self.pre_remap_namespace, self.pre_remap_name)
+    }
+}
+
 /// Who declares, and the session the registrations belong to.
 #[derive(Debug, Clone, Copy)]
 pub struct Declarer<'a> {
@@ -217,10 +224,10 @@ impl Store {
                     let mut seen = HashSet::new();
                     ids.iter().filter(|id| seen.insert(id.as_str())).collect()
                 };
-                let sql = format!(
+                let sql = self.positional(format!(
                     "SELECT {DEFINITION_COLUMNS} FROM operations WHERE id IN ({})",
                     placeholders(1, unique.len())
-                );
+                ));
                 let mut query = sqlx::query_as::<_, DefinitionRow>(&sql);
                 for id in &unique {
                     query = query.bind(id.as_str());
@@ -238,7 +245,7 @@ impl Store {
                 macro_rules! create_pending {
                     () => {
                         if !creating.is_empty() {
-                            let sql = insert_definitions_sql(creating.len());
+                            let sql = self.positional(insert_definitions_sql(creating.len()));
                             let inserted = insert_definitions!(&sql, &creating, Some(&owner), at)
                                 .execute(&mut *tx)
                                 .await?
@@ -316,13 +323,13 @@ impl Store {
                         .filter(|id| seen.insert(*id))
                         .collect()
                 };
-                let sql = format!(
+                let sql = self.positional(format!(
                     "SELECT id, operation_id, status, pre_remap_namespace, pre_remap_name \
                      FROM operation_registrations \
                      WHERE provider_type = $1 AND provider_id = $2 AND operation_id IN ({}) \
                      ORDER BY status ASC, updated_at DESC, id",
                     placeholders(3, operation_ids.len())
-                );
+                ));
                 let mut query = sqlx::query_as::<_, (String, String, String, String, String)>(&sql)
                     .bind(declarer.kind.as_str())
                     .bind(declarer.id);
@@ -392,19 +399,21 @@ impl Store {
                     // what its successor holds (on PostgreSQL the two
                     // transactions may interleave; the later UPDATE then
                     // re-checks this condition on the committed row).
-                    let sql = format!(
+                    let sql = self.positional(format!(
                         "UPDATE operation_registrations SET status = 'active', metadata = $1, \
-                         session_id = $2, registered_at = $3, updated_at = $3 \
-                         WHERE id IN ({}) AND (status = 'inactive' OR session_id IS NULL \
-                           OR session_id NOT LIKE $4 OR session_id <= $2) \
+                         session_id = $2, registered_at = $3, updated_at = $4 \
+                         WHERE (status = 'inactive' OR session_id IS NULL \
+                           OR session_id NOT LIKE $5 OR session_id <= $6) AND id IN ({}) \
                          RETURNING id",
-                        placeholders(5, reactivate.len())
-                    );
+                        placeholders(7, reactivate.len())
+                    ));
                     let mut query = sqlx::query_as::<_, (String,)>(&sql)
                         .bind(Json(declarer.metadata))
                         .bind(declarer.session_id)
                         .bind(at)
-                        .bind(session_prefix(declarer.session_id));
+                        .bind(at)
+                        .bind(session_prefix(declarer.session_id))
+                        .bind(declarer.session_id);
                     for id in &reactivate {
                         query = query.bind(id);
                     }
@@ -428,35 +437,39 @@ impl Store {
                 if !create.is_empty() {
                     let values: Vec<String> = (0..create.len())
                         .map(|row| {
-                            let p = 6 + row * 4;
+                            let p: Vec<String> =
+                                (1..=11).map(|i| format!("${}", row * 11 + i)).collect();
                             format!(
-                                "(${}, ${}, $1, $2, 'active', ${}, ${}, $3, $4, $5, $5, $5)",
-                                p,
-                                p + 1,
-                                p + 2,
-                                p + 3
+                                "({}, {}, {}, {}, 'active', {})",
+                                p[0],
+                                p[1],
+                                p[2],
+                                p[3],
+                                p[4..].join(", ")
                             )
                         })
                         .collect();
-                    let sql = format!(
+                    let sql = self.positional(format!(
                         "INSERT INTO operation_registrations (id, operation_id, provider_type, \
                          provider_id, status, pre_remap_namespace, pre_remap_name, metadata, \
                          session_id, registered_at, created_at, updated_at) VALUES {}",
                         values.join(", ")
-                    );
-                    let mut query = sqlx::query(&sql)
-                        .bind(declarer.kind.as_str())
-                        .bind(declarer.id)
-                        .bind(Json(declarer.metadata))
-                        .bind(declarer.session_id)
-                        .bind(at);
+                    ));
+                    let mut query = sqlx::query(&sql);
                     for (id, index) in &create {
                         let declaration = &declarations[*index];
                         query = query
                             .bind(id)
                             .bind(declaration.definition.id())
+                            .bind(declarer.kind.as_str())
+                            .bind(declarer.id)
                             .bind(&declaration.pre_remap_namespace)
-                            .bind(&declaration.pre_remap_name);
+                            .bind(&declaration.pre_remap_name)
+                            .bind(Json(declarer.metadata))
+                            .bind(declarer.session_id)
+                            .bind(at)
+                            .bind(at)
+                            .bind(at);
                     }
                     query.execute(&mut *tx).await?;
                 }

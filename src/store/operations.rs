@@ -175,45 +175,28 @@ pub(super) const COLUMNS: &str =
     "id, namespace, name, type, input_schema, output_schema, access_level, \
                        required_scopes, description, source, owner_kind, owner_id, created_at, updated_at";
 
-/// The insert of one definition with id `$id`, owned by `$owner`
-/// (`Option<&Owner>`), created and updated at `$at`, ready to execute on a
-/// pool or inside a transaction of either engine. An existing id is left
-/// alone (no rows affected), so a concurrent creator never aborts the
-/// surrounding transaction.
+/// The insert of one definition with id `$id` (a `String` or `&String`),
+/// owned by `$owner` (`Option<&Owner>`), created and updated at `$at`, ready
+/// to execute on a pool or inside a transaction of either engine. An
+/// existing id is left alone (no rows affected), so a concurrent creator
+/// never aborts the surrounding transaction.
 macro_rules! insert_definition {
-    ($id:expr, $new:expr, $owner:expr, $at:expr) => {
-        sqlx::query(
-            "INSERT INTO operations (id, namespace, name, type, input_schema, output_schema, \
-             access_level, required_scopes, description, source, owner_kind, owner_id, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13, $11, $11) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind($id)
-        .bind(&$new.namespace)
-        .bind(&$new.name)
-        .bind($new.op_type.as_str())
-        .bind($new.input_schema.as_ref().map(Json))
-        .bind($new.output_schema.as_ref().map(Json))
-        .bind($new.access_level.as_str())
-        .bind(Json(&$new.required_scopes))
-        .bind(&$new.description)
-        .bind($new.source.as_str())
-        .bind($at)
-        .bind($owner.map(|o: &$crate::store::Owner| o.kind.as_str()))
-        .bind($owner.map(|o: &$crate::store::Owner| o.id.as_str()))
-    };
+    ($id:expr, $new:expr, $owner:expr, $at:expr) => {{
+        static ONE: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| $crate::store::operations::insert_definitions_sql(1));
+        $crate::store::operations::insert_definitions!(ONE.as_str(), [($id, $new)], $owner, $at)
+    }};
 }
 pub(super) use insert_definition;
 
-/// `INSERT` of `rows` new definitions in one statement (13 parameters a
-/// row), skipping ids that exist; see [`insert_definitions`].
+/// `INSERT` of `rows` new definitions in one statement (14 parameters a
+/// row, each used once and in order, so [`Store::positional`] applies),
+/// skipping ids that exist; see [`insert_definitions`].
 pub(super) fn insert_definitions_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|row| {
-            let p = row * 13;
-            let list: Vec<String> = (1..=13).map(|i| format!("${}", p + i)).collect();
-            format!("({}, ${})", list.join(", "), p + 11)
+            let list: Vec<String> = (1..=14).map(|i| format!("${}", row * 14 + i)).collect();
+            format!("({})", list.join(", "))
         })
         .collect();
     format!(
@@ -243,7 +226,8 @@ macro_rules! insert_definitions {
                 .bind(new.source.as_str())
                 .bind($at)
                 .bind($owner.map(|o: &$crate::store::Owner| o.kind.as_str()))
-                .bind($owner.map(|o: &$crate::store::Owner| o.id.as_str()));
+                .bind($owner.map(|o: &$crate::store::Owner| o.id.as_str()))
+                .bind($at);
         }
         query
     }};

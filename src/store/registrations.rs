@@ -219,11 +219,11 @@ impl Store {
     ) -> Result<u64> {
         let mut changed = 0;
         for ids in registration_ids.chunks(IN_LIST_CHUNK) {
-            let sql = format!(
+            let sql = self.positional(format!(
                 "UPDATE operation_registrations SET status = 'inactive', updated_at = $1 \
                  WHERE provider_type = $2 AND provider_id = $3 AND status = 'active' AND id IN ({})",
                 placeholders(4, ids.len())
-            );
+            ));
             changed += on_pool!(self, |pool| {
                 let mut query = sqlx::query(&sql)
                     .bind(now())
@@ -246,11 +246,11 @@ impl Store {
         let _turn = self.write_turn().await;
         let mut changed = 0;
         for ids in session_ids.chunks(IN_LIST_CHUNK) {
-            let sql = format!(
+            let sql = self.positional(format!(
                 "UPDATE operation_registrations SET status = 'inactive', updated_at = $1 \
                  WHERE status = 'active' AND session_id IN ({})",
                 placeholders(2, ids.len())
-            );
+            ));
             changed += on_pool!(self, |pool| {
                 let mut query = sqlx::query(&sql).bind(now());
                 for id in ids {
