@@ -38,6 +38,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alkhub::config::Config;
+
+/// The allocator the `alkhub` binary runs with, so that the in-process hub
+/// (and the relay beside it) measure as the shipped hub does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
