@@ -558,15 +558,16 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// and commits its arenas eagerly: under the fuzzer (hostile peers sending
 /// frames of every size) the hub's RSS reached 330 MiB in a minute against
 /// 100 MiB with glibc. Purging at once, decommitting, and committing arenas
-/// on demand brings it to ~170 MiB and the idle 10,000-spoke hub back to
-/// glibc's figure, at no cost the scale bench can see.
+/// on demand brings it to ~170 MiB, and the idle 10,000-spoke hub to within
+/// 20% of glibc's figure (212 MiB against 228-255 MiB in the scale bench).
 ///
 /// glibc (SQLite's allocations): by default it raises its mmap threshold
 /// each time a large buffer is freed, after which buffers of up to a
 /// megabyte come from heaps it keeps; fixed at 64 KiB, they go back.
 fn tune_allocator() {
     // The option numbers of mimalloc 3's `mi_option_e` (mimalloc.h); the
-    // crate exports names for only some of them.
+    // crate exports names for only some of them. Check them against that
+    // header when libmimalloc-sys is updated.
     const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
     const PURGE_DECOMMITS: std::ffi::c_int = 5;
     const PURGE_DELAY: std::ffi::c_int = 15;
