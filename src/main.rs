@@ -119,6 +119,21 @@ enum PluginCommand {
         /// The component file.
         file: PathBuf,
     },
+    /// Make one decision with a component, without a hub: print the decision, what the plugin logged and the time taken.
+    Run {
+        /// The component file.
+        file: PathBuf,
+        /// The call (routing) or declaration (remap) as a JSON file, `-` for
+        /// standard input; see docs/plugins/authoring.md. Default: `{}`.
+        #[arg(long, conflicts_with = "json")]
+        input: Option<PathBuf>,
+        /// The same, inline.
+        #[arg(long)]
+        json: Option<String>,
+        /// Warm decisions to time after the first.
+        #[arg(long, default_value_t = 1000)]
+        repeat: u32,
+    },
     /// Write a plugin project that builds as is (source, build script, WIT, README).
     New {
         /// The plugin's name: lowercase letters, digits and hyphens.
@@ -307,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ConfigCommand::Defaults => unreachable!("handled before loading the configuration"),
             ConfigCommand::Show => print!("{}", toml::to_string_pretty(&config)?),
         },
-        Command::Serve => serve(config).await?,
+        Command::Serve => serve(config, || cli.global.load_config()).await?,
         Command::Migrate => {
             open_store(&config).await?;
             println!("migrations applied");
@@ -356,6 +371,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("exports:");
             for e in &report.exports {
                 println!("  {e}");
+            }
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Run {
+                    file,
+                    input,
+                    json,
+                    repeat,
+                },
+        } => {
+            let text = match (input, json) {
+                (_, Some(text)) => text,
+                (Some(path), None) if path.as_os_str() == "-" => {
+                    std::io::read_to_string(std::io::stdin())
+                        .context("cannot read standard input")?
+                }
+                (Some(path), None) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                (None, None) => "{}".to_owned(),
+            };
+            let input: alkhub::plugins::TrialInput =
+                serde_json::from_str(&text).context("invalid input")?;
+            let trial = tokio::task::spawn_blocking(move || {
+                alkhub::plugins::run_file(&file, &input, repeat)
+            })
+            .await??;
+            println!("world: {}", trial.world.as_str());
+            println!("wit: alkdev:hub@{}", trial.wit_version);
+            println!("compile: {:.1} ms", trial.compile.as_secs_f64() * 1e3);
+            match &trial.decision {
+                Ok(decision) => println!("decision: {decision}"),
+                Err(reason) => println!("failed: {reason}"),
+            }
+            println!(
+                "first decision: {:.1} µs (new instance)",
+                trial.first.as_secs_f64() * 1e6
+            );
+            if let Some(warm) = trial.warm {
+                println!(
+                    "warm decision: {:.2} µs (mean of {repeat})",
+                    warm.as_secs_f64() * 1e6
+                );
+            }
+            println!("log:");
+            for line in &trial.log {
+                println!("  {line}");
+            }
+            if trial.decision.is_err() {
+                std::process::exit(1);
             }
         }
         Command::Plugin {
@@ -585,10 +650,31 @@ fn tune_allocator() {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, reload: impl Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
     let server = config.server.clone();
     let running = alkhub::server::start(config).await?;
-    shutdown_signal().await?;
+    // SIGHUP reads the configuration again and applies what can change
+    // without a restart (the `[plugins]` section).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            signalled = &mut shutdown => {
+                signalled?;
+                break;
+            }
+            _ = hangup.recv() => match reload() {
+                Ok(config) => {
+                    running.reload(&config);
+                }
+                Err(e) => tracing::error!(
+                    error = %format!("{e:#}"),
+                    "SIGHUP: the configuration is not valid; keeping the one in force"
+                ),
+            },
+        }
+    }
     tracing::info!("shutting down");
     // Shutdown keeps its own hard deadline; this one is the last resort, for
     // anything (a blocked database call) that keeps even that from returning.

@@ -40,6 +40,16 @@ pub type RemapResult = Result<(String, String), String>;
 pub trait RemapPolicy: Send + Sync {
     /// Decides the post-remap namespace and name of one declared operation.
     fn remap(&self, provider: &RemapProvider<'_>, op: &Declared<'_>) -> RemapResult;
+
+    /// [`RemapPolicy::remap`], with a note for the provider when the policy
+    /// did not decide as configured (a failed plugin's fallback decided).
+    fn remap_noted(
+        &self,
+        provider: &RemapProvider<'_>,
+        op: &Declared<'_>,
+    ) -> (RemapResult, Option<String>) {
+        (self.remap(provider, op), None)
+    }
 }
 
 /// The built-in remap: ids stay as declared, except in namespaces configured

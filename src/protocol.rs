@@ -293,6 +293,19 @@ pub struct Rejected {
     pub message: String,
 }
 
+/// A declaration that was registered, but not as the hub is configured to
+/// register it: its remap plugin failed and the built-in remap decided (the
+/// plugin's `on_failure = "fallback"`). Sent in `warnings` of `welcome` and
+/// `registered`, a field that is absent when there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    /// The id as declared.
+    pub operation_id: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
 /// `welcome`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -307,6 +320,9 @@ pub struct Welcome {
     pub registrations: Vec<Registered>,
     /// What was refused.
     pub rejected: Vec<Rejected>,
+    /// What was registered differently than configured (rare; absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 /// `registered`.
@@ -316,6 +332,9 @@ pub struct RegisterResult {
     pub registrations: Vec<Registered>,
     /// What was refused.
     pub rejected: Vec<Rejected>,
+    /// What was registered differently than configured (rare; absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 /// `call.requested` as a caller sends it; `input` stays raw.
@@ -450,5 +469,34 @@ fn clip_to(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(max) {
         None => std::borrow::Cow::Borrowed(text),
         Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_absent_from_a_welcome_that_has_none() {
+        let mut welcome = Welcome {
+            session_id: "s".into(),
+            principal: Identity {
+                kind: PrincipalKind::Spoke,
+                id: "devbox".into(),
+                scopes: Vec::new(),
+            },
+            heartbeat_ms: 15_000,
+            registrations: Vec::new(),
+            rejected: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let text = serde_json::to_string(&welcome).unwrap();
+        assert!(!text.contains("warnings"), "{text}");
+        welcome.warnings.push(Warning {
+            operation_id: "tools.upper".into(),
+            message: "the remap plugin failed".into(),
+        });
+        let value = serde_json::to_value(&welcome).unwrap();
+        assert_eq!(value["warnings"][0]["operationId"], "tools.upper");
     }
 }

@@ -29,7 +29,7 @@ use crate::names;
 use crate::policy::{Declared, RemapPolicy, RemapProvider};
 use crate::protocol::{
     AccessLevel, ErrorCode, Identity, OperationSpec, PrincipalKind, RegisterResult, Registered,
-    Rejected,
+    Rejected, Warning,
 };
 use crate::store::{
     Declaration, Declarer, Definition, NewDefinition, OwnerKind, Refused, Source, Store, StoreError,
@@ -222,6 +222,8 @@ struct Prepared {
     index: usize,
     pre_remap_id: String,
     operation_id: String,
+    /// For the provider: the remap did not decide as configured.
+    warning: Option<String>,
     validator: Option<Arc<jsonschema::Validator>>,
     declaration: Declaration,
 }
@@ -295,6 +297,7 @@ impl Registrar {
             return RegisterResult {
                 registrations: Vec::new(),
                 rejected: Vec::new(),
+                warnings: Vec::new(),
             };
         }
         // Declarations are checked against the stored definitions: at
@@ -318,6 +321,7 @@ impl Registrar {
                             )
                         })
                         .collect(),
+                    warnings: Vec::new(),
                 };
             }
         };
@@ -326,9 +330,16 @@ impl Registrar {
         let mut prepared: Vec<Prepared> = Vec::new();
         let mut repeats: Vec<(usize, Declaration)> = Vec::new();
         let mut in_batch: HashMap<String, usize> = HashMap::new();
+        let mut warnings = Vec::new();
         for (index, value) in declared.into_iter().enumerate() {
             match self.prepare(connection, name, value, &import_namespaces) {
-                Ok(step) => {
+                Ok(mut step) => {
+                    if let Some(message) = step.warning.take() {
+                        warnings.push(Warning {
+                            operation_id: step.pre_remap_id.clone(),
+                            message,
+                        });
+                    }
                     let id = &step.pre_remap_id;
                     if in_batch.contains_key(id) || mine.contains_key(id) {
                         repeats.push((index, step.declaration));
@@ -420,6 +431,7 @@ impl Registrar {
         let mut result = RegisterResult {
             registrations: Vec::new(),
             rejected: Vec::new(),
+            warnings,
         };
         for outcome in outcomes.into_iter().flatten() {
             match outcome {
@@ -474,20 +486,20 @@ impl Registrar {
 
         let identity = &connection.identity;
         let remap = self.remap.read().unwrap().clone();
-        let (namespace, op_name) = remap
-            .remap(
-                &RemapProvider {
-                    kind: identity.kind,
-                    id: &identity.id,
-                    name,
-                    labels: &connection.labels,
-                },
-                &Declared {
-                    namespace: &spec.namespace,
-                    name: &spec.name,
-                    op_type: spec.op_type,
-                },
-            )
+        let (remapped, warning) = remap.remap_noted(
+            &RemapProvider {
+                kind: identity.kind,
+                id: &identity.id,
+                name,
+                labels: &connection.labels,
+            },
+            &Declared {
+                namespace: &spec.namespace,
+                name: &spec.name,
+                op_type: spec.op_type,
+            },
+        );
+        let (namespace, op_name) = remapped
             .map_err(|reason| invalid(format!("remap refused {pre_remap_id}: {reason}")))?;
         names::check_namespace(&namespace)
             .and_then(|_| names::check_name(&op_name))
@@ -553,6 +565,7 @@ impl Registrar {
             index: 0,
             pre_remap_id,
             operation_id,
+            warning,
             validator,
             declaration,
         })

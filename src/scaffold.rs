@@ -113,6 +113,22 @@ fn files(lang: Lang, world: World) -> Vec<File> {
                     include_str!("../templates/plugin/js/routing.js")
                 },
             ),
+            file(
+                "policy.js",
+                if remap {
+                    include_str!("../templates/plugin/js/remap-policy.js")
+                } else {
+                    include_str!("../templates/plugin/js/routing-policy.js")
+                },
+            ),
+            file(
+                "policy.test.js",
+                if remap {
+                    include_str!("../templates/plugin/js/remap-policy.test.js")
+                } else {
+                    include_str!("../templates/plugin/js/routing-policy.test.js")
+                },
+            ),
             script("build.sh", include_str!("../templates/plugin/js/build.sh")),
             file(
                 ".gitignore",
@@ -126,6 +142,22 @@ fn files(lang: Lang, world: World) -> Vec<File> {
                     include_str!("../templates/plugin/python/remap.py")
                 } else {
                     include_str!("../templates/plugin/python/routing.py")
+                },
+            ),
+            file(
+                "policy.py",
+                if remap {
+                    include_str!("../templates/plugin/python/remap-policy.py")
+                } else {
+                    include_str!("../templates/plugin/python/routing-policy.py")
+                },
+            ),
+            file(
+                "test_policy.py",
+                if remap {
+                    include_str!("../templates/plugin/python/remap-test_policy.py")
+                } else {
+                    include_str!("../templates/plugin/python/routing-test_policy.py")
                 },
             ),
             script(
@@ -162,8 +194,18 @@ fn readme_parts(lang: Lang) -> [(&'static str, &'static str); 2] {
             "- `src/lib.rs`: the policy.\n- `Cargo.toml`, `.cargo/config.toml`: a `cdylib` for \
              `wasm32-unknown-unknown`, linked straight into a component."
         }
-        Lang::Js => "- `{{name}}.js`: the policy.\n- `package.json`: componentize-js, pinned.",
-        Lang::Python => "- `app.py`: the policy.",
+        Lang::Js => {
+            "- `policy.js`: the policy, without the hub's imports.\n- `policy.test.js`: its \
+             tests under plain Node.js (`npm test`).\n- `{{name}}.js`: the entry point: \
+             reads what the policy needs from the hub, calls it, logs an exception's text \
+             to the hub before it ends the decision.\n- `package.json`: componentize-js, pinned."
+        }
+        Lang::Python => {
+            "- `policy.py`: the policy, without the hub's imports.\n- `test_policy.py`: its \
+             tests under plain CPython (`python3 -m unittest`).\n- `app.py`: the entry point: \
+             reads what the policy needs from the hub, calls it, logs an exception's text to \
+             the hub before it ends the decision."
+        }
         Lang::C => "- `{{name}}.c`: the policy; `build.sh` generates the bindings into `gen/`.",
     };
     let requirements = match lang {

@@ -139,6 +139,39 @@ impl RunningHub {
         &self.hub
     }
 
+    /// Applies `config` without a restart (what `SIGHUP` does): the
+    /// `[plugins]` section takes effect for the next decision (see
+    /// [`PluginHost::reconfigure`]); a change to any other section is
+    /// reported as waiting for the next start. [`Hub::config`] keeps the
+    /// configuration the hub started with. Returns each change in words.
+    pub fn reload(&self, config: &Config) -> Vec<String> {
+        let hub = &self.hub;
+        let plugins = hub.plugins();
+        let mut changes =
+            plugins.reconfigure(&config.plugins, &hub.config().remap.per_spoke_namespaces);
+        hub.dispatcher().set_routing(plugins.routing_policy());
+        hub.registrar().set_remap(plugins.remap_policy());
+        let started = hub.config();
+        for (section, differs) in [
+            ("server", started.server != config.server),
+            ("database", started.database != config.database),
+            ("log", started.log != config.log),
+            ("limits", started.limits != config.limits),
+            ("remap", started.remap != config.remap),
+            ("mcp", started.mcp != config.mcp),
+        ] {
+            if differs {
+                let change = format!("[{section}] changed; it takes effect at the next start");
+                tracing::warn!(change = %change, "configuration reloaded");
+                changes.push(change);
+            }
+        }
+        if changes.is_empty() {
+            tracing::info!("configuration reloaded: nothing changed");
+        }
+        changes
+    }
+
     /// Graceful shutdown: stop accepting, give open calls the grace period,
     /// abort the rest, close every session with 1001, and leave every
     /// registration inactive in the database. Returns by the hard deadline

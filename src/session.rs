@@ -115,6 +115,7 @@ pub async fn run(
             heartbeat_ms: heartbeat.as_millis() as u64,
             registrations: result.registrations,
             rejected: result.rejected,
+            warnings: result.warnings,
         },
     ));
     tracing::info!(session = connection.session_id, %kind, id = %connection.identity.id, "session started");

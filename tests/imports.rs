@@ -10,7 +10,7 @@ use alkhub::imports::import_openapi;
 use alkhub::peer::spec;
 use alkhub::protocol::OperationType;
 use alkhub::store::Store;
-use common::{hub, postgres, sqlite};
+use common::{alkhub, hub, postgres, sqlite};
 use serde_json::json;
 
 const PETS: &str = r##"
@@ -234,22 +234,6 @@ async fn an_import_never_replaces_a_spokes_definition() {
         .await
         .unwrap()
         .is_none());
-}
-
-fn alkhub(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alkhub"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("ALKHUB_CONFIG")
-        .env_remove("ALKHUB_DATABASE_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -354,8 +354,14 @@ fn assert_cycles_through_three(served: &[String], router: &str) {
 /// an i32 pointer to the result on the stack, or never return). The module
 /// has a function table `$t` for bodies that grow it.
 fn wat_router(body: &str) -> Vec<u8> {
+    wat_router_with("", body)
+}
+
+/// [`wat_router`] with `imports` (and data segments) before its definitions.
+fn wat_router_with(imports: &str, body: &str) -> Vec<u8> {
     let wat = format!(
         r#"(module
+          {imports}
           (memory (export "memory") 1)
           (table $t 1 funcref)
           (global $heap (mut i32) (i32.const 1024))
@@ -408,6 +414,12 @@ fn componentize(wat: &str, world: &str, extra_wit: Option<&str>) -> Vec<u8> {
 
 /// `choose(0)`: the decision variant (tag 0, payload 0) written at address 16.
 const CHOOSE_FIRST: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 0)) (i32.const 16)";
+/// Logs `no region label` at `error` through the host, then traps: what a
+/// starter's panic hook does before the panic aborts.
+const LOGS_THEN_TRAPS: (&str, &str) = (
+    r#"(import "alkdev:hub/host@0.1.0" "log" (func $log (param i32 i32 i32)))"#,
+    "(call $log (i32.const 4) (i32.const 512) (i32.const 15)) (unreachable)",
+);
 const INFINITE_LOOP: &str = "(loop $forever (br $forever)) (unreachable)";
 const TRAP: &str = "(unreachable)";
 /// Grows memory until the limit refuses, then traps as an allocator would.
@@ -416,25 +428,31 @@ const MEMORY_HOG: &str = "(block $full (loop $grow (br_if $full (i32.eq (memory.
 const TABLE_HOG: &str = "(block $full (loop $grow (br_if $full (i32.eq (table.grow $t (ref.null func) (i32.const 1000)) (i32.const -1))) (br $grow))) (unreachable)";
 
 async fn misbehaving_hub(body: &str, on_failure: OnFailure) -> TestHub {
-    let component = wat_router(body);
+    routed_hub(
+        wat_router(body),
+        alkhub::config::PluginOverrides {
+            epoch_deadline_ms: Some(20),
+            memory_bytes: Some(4 * 1024 * 1024),
+            table_elements: Some(10_000),
+            on_failure: Some(on_failure),
+            quarantine_after: Some(3),
+            quarantine_secs: Some(60),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A hub routing `work.*` through `component`, installed as `bad.wasm`
+/// with `overrides`.
+async fn routed_hub(component: Vec<u8>, overrides: alkhub::config::PluginOverrides) -> TestHub {
     hub_with(move |c| {
         std::fs::write(c.plugins.dir.join("bad.wasm"), &component).unwrap();
         c.plugins.route.push(RouteRule {
             pattern: "work.*".into(),
             plugin: "bad".into(),
         });
-        c.plugins.overrides.insert(
-            "bad".into(),
-            alkhub::config::PluginOverrides {
-                epoch_deadline_ms: Some(20),
-                memory_bytes: Some(4 * 1024 * 1024),
-                table_elements: Some(10_000),
-                on_failure: Some(on_failure),
-                quarantine_after: Some(3),
-                quarantine_secs: Some(60),
-                ..Default::default()
-            },
-        );
+        c.plugins.overrides.insert("bad".into(), overrides);
     })
     .await
 }
@@ -508,6 +526,36 @@ async fn the_error_names_why_a_decision_failed() {
     assert!(!err.contains("limit"), "{err}");
 }
 
+#[tokio::test]
+async fn a_failure_quotes_what_the_plugin_logged_on_one_line_without_a_backtrace() {
+    let (imports, body) = LOGS_THEN_TRAPS;
+    let component = wat_router_with(
+        &format!(r#"{imports} (data (i32.const 512) "no region label")"#),
+        body,
+    );
+    let hub = routed_hub(
+        component,
+        alkhub::config::PluginOverrides {
+            on_failure: Some(OnFailure::Error),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    let err = call_with_meta(&client, &[]).await.unwrap_err();
+    assert!(
+        err.starts_with("ROUTING_ERROR")
+            && err.contains(
+                "the plugin failed: no region label (then: wasm trap: wasm `unreachable`"
+            ),
+        "{err}"
+    );
+    assert!(!err.contains('\n') && !err.contains("backtrace"), "{err}");
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    assert_eq!(plugin(&status, "bad")["lastMessage"], "no region label");
+}
+
 /// Both hogs end in `unreachable`, exactly like the plain trap: only the
 /// limiter knows they hit a limit, and the failure says which.
 #[tokio::test]
@@ -537,21 +585,14 @@ async fn a_plugin_past_its_memory_or_table_limit_fails_as_that_limit_and_the_hub
 #[tokio::test]
 async fn a_plugin_creating_more_tables_than_allowed_fails_to_instantiate() {
     let component = wat_router(CHOOSE_FIRST);
-    let hub = hub_with(move |c| {
-        std::fs::write(c.plugins.dir.join("bad.wasm"), &component).unwrap();
-        c.plugins.route.push(RouteRule {
-            pattern: "work.*".into(),
-            plugin: "bad".into(),
-        });
-        c.plugins.overrides.insert(
-            "bad".into(),
-            alkhub::config::PluginOverrides {
-                tables: Some(0),
-                on_failure: Some(OnFailure::Error),
-                ..Default::default()
-            },
-        );
-    })
+    let hub = routed_hub(
+        component,
+        alkhub::config::PluginOverrides {
+            tables: Some(0),
+            on_failure: Some(OnFailure::Error),
+            ..Default::default()
+        },
+    )
     .await;
     let (_a, _b, client) = two_workers(&hub).await;
     let err = call_with_meta(&client, &[]).await.unwrap_err();
@@ -623,15 +664,43 @@ async fn replacing_the_routing_plugin_changes_routing_without_a_restart() {
     // Choose the second candidate instead.
     let second = wat_router("(i32.store8 (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 1)) (i32.const 16)");
     let path = hub.files.path().join("plugins/bad.wasm");
+    // Written aside and renamed in, as the operator's guide advises: one
+    // event, one reload.
+    let aside = hub.files.path().join("plugins/bad.wasm.new");
+    std::fs::write(&aside, &second).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let mut served = false;
+    for _ in 0..400 {
+        if call_with_meta(&client, &[]).await.unwrap() == "b" {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        served,
+        "the new version never served: {}",
+        plugins_status(&hub, &token).await
+    );
+
+    // Reading the file to load it is not a change: the hub does not keep
+    // reloading it (which would also reset its counters and quarantine).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = plugins_status(&hub, &token).await;
+    assert_eq!(status["reloads"], 1, "{status}");
+
+    // Nor is rewriting the same bytes: the version serving keeps its counters.
+    let decisions = plugin(&status, "bad")["decisions"].as_u64().unwrap();
+    assert!(decisions > 0, "{status}");
     std::fs::write(&path, &second).unwrap();
-    eventually("the new version serves", || async {
-        call_with_meta(&client, &[]).await.unwrap() == "b"
-    })
-    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = plugins_status(&hub, &token).await;
+    assert_eq!(status["reloads"], 1, "{status}");
+    assert_eq!(plugin(&status, "bad")["decisions"], decisions, "{status}");
 
     // A broken replacement leaves the working one serving, its error visible.
     std::fs::write(&path, b"not a component").unwrap();
-    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
     eventually("the error is reported", || async {
         plugin(&plugins_status(&hub, &token).await, "bad")["error"]
             .as_str()
@@ -651,6 +720,49 @@ async fn replacing_the_routing_plugin_changes_routing_without_a_restart() {
     for _ in 0..3 {
         assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "b");
     }
+}
+
+#[tokio::test]
+async fn the_compile_cache_keeps_only_the_versions_that_serve() {
+    // Bodies no other test uses: each is compiled here, so its entry is
+    // written to this hub's cache (not found compiled in the process).
+    let first = wat_router(&format!("(drop (i32.const 70101)) {CHOOSE_FIRST}"));
+    let second = wat_router(&format!("(drop (i32.const 70102)) {CHOOSE_FIRST}"));
+    let version = |bytes: &[u8]| alkhub::crypto::sha256_hex(bytes)[..16].to_owned();
+    let stale = format!("{}-0123456789abcdef.cwasm", "ab".repeat(32));
+    let (stale_entry, installed) = (stale.clone(), first.clone());
+    let hub = hub_with(move |c| {
+        std::fs::create_dir_all(&c.plugins.cache_dir).unwrap();
+        std::fs::write(c.plugins.cache_dir.join(stale_entry), b"stale").unwrap();
+        std::fs::write(c.plugins.dir.join("router.wasm"), &installed).unwrap();
+    })
+    .await;
+    let cache = hub.config.plugins.cache_dir.clone();
+    let entries = move || -> Vec<String> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let holds = |entries: &[String], v: &str| entries.iter().any(|e| e.starts_with(v));
+    let at_start = entries();
+    assert!(!at_start.contains(&stale), "{at_start:?}");
+    assert!(holds(&at_start, &version(&first)), "{at_start:?}");
+
+    let path = hub.files.path().join("plugins/router.wasm");
+    let aside = hub.files.path().join("plugins/router.wasm.new");
+    std::fs::write(&aside, &second).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    eventually("the second version serves", || async {
+        plugins_status(&hub, &token).await["reloads"] == 1
+    })
+    .await;
+    let after = entries();
+    assert!(
+        holds(&after, &version(&second)) && !holds(&after, &version(&first)),
+        "{after:?}"
+    );
 }
 
 /// A hub process serving from `dir` (its default plugins folder and cache
@@ -733,6 +845,113 @@ fn cli_last_line(dir: &Path, args: &[&str]) -> String {
         .to_owned()
 }
 
+/// `choose(1)`.
+const CHOOSE_SECOND: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 1)) (i32.const 16)";
+
+#[tokio::test]
+async fn routes_selections_and_limits_reload_with_the_configuration() {
+    let hub = hub_with(|c| {
+        std::fs::write(c.plugins.dir.join("first.wasm"), wat_router(CHOOSE_FIRST)).unwrap();
+        std::fs::write(c.plugins.dir.join("second.wasm"), wat_router(CHOOSE_SECOND)).unwrap();
+        c.plugins.route.push(RouteRule {
+            pattern: "work.*".into(),
+            plugin: "first".into(),
+        });
+    })
+    .await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "a");
+
+    let mut config = hub.config.clone();
+    config.plugins.route[0].plugin = "second".into();
+    config.plugins.overrides.insert(
+        "second".into(),
+        alkhub::config::PluginOverrides {
+            quarantine_after: Some(9),
+            ..Default::default()
+        },
+    );
+    config.plugins.watch = false;
+    config.limits.max_connections += 1;
+    let changes = hub.running.as_ref().unwrap().reload(&config);
+    for expected in [
+        "plugins.route: [work.* -> second]",
+        "plugin second: new limits",
+        "plugins.watch changed; it takes effect at the next start",
+        "[limits] changed; it takes effect at the next start",
+    ] {
+        assert!(
+            changes.iter().any(|c| c == expected),
+            "{expected}: {changes:?}"
+        );
+    }
+    assert_eq!(changes.len(), 4, "{changes:?}");
+    // The next call follows the new route.
+    assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "b");
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    assert_eq!(plugin(&status, "second")["roles"], json!(["route work.*"]));
+    assert_eq!(plugin(&status, "first")["roles"], json!([]));
+    // The same configuration again applies nothing new; what waits for a
+    // restart is still said.
+    assert_eq!(
+        hub.running.as_ref().unwrap().reload(&config),
+        [
+            "plugins.watch changed; it takes effect at the next start",
+            "[limits] changed; it takes effect at the next start"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration_file_and_a_bad_one_is_kept_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("first.wasm"), wat_router(CHOOSE_FIRST)).unwrap();
+    std::fs::write(plugins.join("second.wasm"), wat_router(CHOOSE_SECOND)).unwrap();
+    let route_to =
+        |plugin: &str| format!("[[plugins.route]]\npattern = \"work.*\"\nplugin = \"{plugin}\"\n");
+    let file = dir.path().join("alkhub.toml");
+    std::fs::write(&file, route_to("first")).unwrap();
+    let token = cli_last_line(dir.path(), &["client", "add", "ops"]);
+    let served = Served::start(dir.path());
+    let roles = |name: &'static str| {
+        let token = token.clone();
+        let addr = served.addr;
+        async move {
+            let status = common::http(addr, "GET", "/v1/plugins", Some(&token), None)
+                .await
+                .json();
+            plugin(&status, name)["roles"].clone()
+        }
+    };
+    assert_eq!(roles("first").await, json!(["route work.*"]));
+    let hangup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+
+    std::fs::write(&file, route_to("second")).unwrap();
+    hangup();
+    eventually("the new route is in force", || async {
+        roles("second").await == json!(["route work.*"])
+    })
+    .await;
+    assert_eq!(roles("first").await, json!([]));
+
+    // A file with an unknown key is refused as a whole: the route back to
+    // `first` in it is not applied, the configuration in force stays.
+    std::fs::write(&file, format!("{}bogus = 1\n", route_to("first"))).unwrap();
+    hangup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(roles("second").await, json!(["route work.*"]));
+    assert_eq!(roles("first").await, json!([]));
+    served.stop();
+}
+
 #[tokio::test]
 async fn a_second_start_with_unchanged_plugins_compiles_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -766,6 +985,112 @@ async fn a_plugin_of_the_wrong_world_in_a_role_is_bypassed_not_quarantined() {
         (remap["status"].clone(), remap["failures"].clone()),
         (json!("active"), json!(0))
     );
+}
+
+#[tokio::test]
+async fn a_selected_plugin_that_is_missing_is_listed_and_its_fallbacks_are_told() {
+    // No `absent.wasm` in the folder: the remap falls back to the built-in
+    // one, the spoke is told in `warnings`, and the listing shows why.
+    let hub = hub_with(|c| c.plugins.remap = "absent".into()).await;
+    let spoke = hub
+        .spoke("devbox")
+        .await
+        .operation(spec("tools", "upper", OperationType::Query), |_| async {
+            Ok(json!("ok"))
+        })
+        .connect()
+        .await
+        .unwrap();
+    let welcome = spoke.welcome();
+    assert_eq!(welcome.registrations.len(), 1, "{welcome:?}");
+    let warning = &welcome.warnings[..];
+    assert!(
+        warning.len() == 1
+            && warning[0].operation_id == "tools.upper"
+            && warning[0]
+                .message
+                .contains("absent is not a loaded remap plugin")
+            && warning[0].message.contains("registered it as tools.upper"),
+        "{welcome:?}"
+    );
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    let absent = plugin(&status, "absent");
+    assert_eq!(absent["status"], "missing", "{absent}");
+    assert_eq!(absent["roles"], json!(["remap"]), "{absent}");
+    assert_eq!(absent["fallbacks"], 1, "{absent}");
+    // A plugin serving its role lists the role.
+    assert_eq!(
+        plugin(&status, "least-in-flight")["roles"],
+        json!(["routing"])
+    );
+}
+
+/// Runs `alkhub plugin run FILE ARGS...`: (success, standard output, standard error).
+fn plugin_run(file: &Path, args: &[&str]) -> (bool, String, String) {
+    let file = file.to_str().unwrap();
+    let all: Vec<&str> = ["plugin", "run", file]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    common::alkhub(Path::new("."), &all)
+}
+
+#[test]
+fn plugin_run_decides_once_without_a_hub_and_prints_the_log_and_the_time() {
+    // Routing: the least busy of two candidates.
+    let input = r#"{"candidates": [{"providerId": "a", "inFlight": 3}, {"providerId": "b", "inFlight": 1}]}"#;
+    let (ok, out, err) = plugin_run(
+        &shipped("least-in-flight"),
+        &["--json", input, "--repeat", "10"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("world: routing")
+            && out.contains(r#"decision: {"choose":1,"provider":"b"}"#)
+            && out.contains("compile: ")
+            && out.contains("warm decision: "),
+        "{out}"
+    );
+
+    // Remap, with settings, from a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("declaration.json");
+    std::fs::write(
+        &file,
+        r#"{"provider": {"id": "devbox"}, "operation": {"namespace": "dev.fs", "name": "read"},
+            "settings": {"per_spoke_namespaces": ["dev"]}}"#,
+    )
+    .unwrap();
+    let (ok, out, err) = plugin_run(&shipped("rule-remap"), &["--input", file.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(r#"decision: {"ok":{"name":"read","namespace":"dev.devbox.fs"}}"#),
+        "{out}"
+    );
+
+    // A failing decision: the reason, the plugin's log, exit status 1.
+    let (imports, body) = LOGS_THEN_TRAPS;
+    let failing = dir.path().join("failing.wasm");
+    std::fs::write(
+        &failing,
+        wat_router_with(
+            &format!(r#"{imports} (data (i32.const 512) "no region label")"#),
+            body,
+        ),
+    )
+    .unwrap();
+    let (ok, out, _) = plugin_run(&failing, &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("failed: the plugin failed: no region label")
+            && out.contains("log:\n  error no region label"),
+        "{out}"
+    );
+
+    // Bad input names the problem.
+    let (ok, _, err) = plugin_run(&failing, &["--json", r#"{"candidate": []}"#]);
+    assert!(!ok && err.contains("unknown field `candidate`"), "{err}");
 }
 
 // ---------------------------------------------------------------------------
@@ -804,6 +1129,25 @@ fn new_plugin(name: &str, lang: &str, world: &str) -> (tempfile::TempDir, PathBu
         String::from_utf8_lossy(&build.stdout),
         String::from_utf8_lossy(&build.stderr)
     );
+    // The policy's own tests, in its own language, without the hub.
+    let unit_tests: Option<(&str, &[&str])> = match lang {
+        "js" => Some(("npm", &["test", "--silent"])),
+        "python" => Some(("python3", &["-m", "unittest", "-q"])),
+        _ => None,
+    };
+    if let Some((program, args)) = unit_tests {
+        let tested = std::process::Command::new(program)
+            .args(args)
+            .current_dir(&project)
+            .output()
+            .unwrap();
+        assert!(
+            tested.status.success(),
+            "{lang} {world} skeleton's policy tests fail:\n{}\n{}",
+            String::from_utf8_lossy(&tested.stdout),
+            String::from_utf8_lossy(&tested.stderr)
+        );
+    }
     let component = project.join(format!("{name}.wasm"));
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
         .args(["plugin", "check"])

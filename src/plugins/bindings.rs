@@ -64,6 +64,11 @@ pub struct PluginState {
     pub limits: Limiter,
     /// The call being routed, for the `call-details` import.
     pub details: Details,
+    /// The last `warn` or `error` message the plugin logged during the
+    /// current decision (at most [`MAX_MESSAGE`] bytes): a failure names it.
+    pub last_message: Option<String>,
+    /// Every line the plugin logs, when capturing (`alkhub plugin run`).
+    pub captured: Option<Vec<String>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -78,6 +83,8 @@ impl PluginState {
             settings,
             limits,
             details: Details::default(),
+            last_message: None,
+            captured: None,
             wasi: WasiCtx::builder()
                 .allow_tcp(false)
                 .allow_udp(false)
@@ -87,7 +94,17 @@ impl PluginState {
         }
     }
 
-    fn log(&self, level: tracing::Level, message: &str) {
+    fn log(&mut self, level: tracing::Level, message: &str) {
+        if level <= tracing::Level::WARN {
+            self.last_message = Some(one_line(message, MAX_MESSAGE));
+        }
+        if let Some(lines) = self.captured.as_mut().filter(|l| l.len() < MAX_CAPTURED) {
+            lines.push(format!(
+                "{:<5} {}",
+                level.as_str().to_ascii_lowercase(),
+                one_line(message, MAX_MESSAGE)
+            ));
+        }
         let plugin = &*self.name;
         match level {
             tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
@@ -97,6 +114,36 @@ impl PluginState {
             tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
         }
     }
+}
+
+/// Lines one decision's capture keeps (`alkhub plugin run`).
+const MAX_CAPTURED: usize = 1000;
+
+/// The longest plugin message a failure quotes; longer ones are cut.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `text` on one line (line breaks and tabs become spaces, runs of blanks
+/// one space) and at most `max` bytes, cut at a character boundary with `…`.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.len() > max {
+            break;
+        }
+    }
+    if out.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
 }
 
 impl WasiView for PluginState {
@@ -372,5 +419,16 @@ mod tests {
         assert_eq!(state.caller_id(), None);
         assert!(state.all_metadata().is_empty());
         assert_eq!(state.registration_id(0), "");
+    }
+
+    #[test]
+    fn a_message_is_put_on_one_line_and_cut_at_a_character_boundary() {
+        assert_eq!(
+            one_line("panicked at src/lib.rs:9:5:\n\tno region  label\n", 100),
+            "panicked at src/lib.rs:9:5: no region label"
+        );
+        let cut = one_line(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, "éééé…");
     }
 }

@@ -3,7 +3,7 @@
 //! against the digest written with it before it is loaded), and checking
 //! each component against the two worlds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +89,13 @@ where
     Ok(linker)
 }
 
+/// Compiled components shared within the process (several hubs, reloads of
+/// an unchanged file), by digest; the disk cache serves restarts.
+fn in_memory() -> &'static Mutex<HashMap<String, Component>> {
+    static IN_MEMORY: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+    IN_MEMORY.get_or_init(Mutex::default)
+}
+
 impl Loader {
     /// A loader caching compiled components in `cache_dir` (created if missing).
     pub fn new(cache_dir: &Path) -> anyhow::Result<Self> {
@@ -147,22 +154,83 @@ impl Loader {
         ))
     }
 
-    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+    fn engine_hash(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
-        let engine_hash = hasher.finish();
+        format!("{:016x}", hasher.finish())
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        let engine_hash = self.engine_hash();
         self.cache_dir
             .as_ref()
-            .map(|dir| dir.join(format!("{digest}-{engine_hash:016x}.cwasm")))
+            .map(|dir| dir.join(format!("{digest}-{engine_hash}.cwasm")))
+    }
+
+    /// Deletes every cache file but those of the versions in `keep` (first
+    /// 16 hex digits of their digests) compiled by this engine: entries of
+    /// replaced plugins, of other wasmtime builds, and unfinished writes.
+    /// Returns how many files went.
+    pub fn prune(&self, keep: &HashSet<String>) -> usize {
+        let Some(dir) = &self.cache_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let current = format!("-{}.cwasm", self.engine_hash());
+        let mut removed = 0;
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let ours = name.ends_with(".cwasm") || name.ends_with(".tmp");
+            let kept = name.ends_with(&current) && name.get(..16).is_some_and(|v| keep.contains(v));
+            if ours && !kept {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot prune the plugin cache")
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(files = removed, "pruned the plugin cache");
+        }
+        removed
+    }
+
+    /// Forgets the compiled code of version `version` (first 16 hex digits
+    /// of its digest): in this process and on disk.
+    pub fn forget(&self, version: &str) {
+        in_memory()
+            .lock()
+            .unwrap()
+            .retain(|digest, _| !digest.starts_with(version));
+        let Some(dir) = &self.cache_dir else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with(version) && name.ends_with(".cwasm") {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot prune the plugin cache");
+                }
+            }
+        }
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> anyhow::Result<Component> {
-        // Compiled components are shared within the process (several hubs,
-        // reloads of an unchanged file); the disk cache serves restarts.
-        static IN_MEMORY: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
-        let memory = IN_MEMORY.get_or_init(Mutex::default);
+        let memory = in_memory();
         if let Some(component) = memory.lock().unwrap().get(digest) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(component.clone());

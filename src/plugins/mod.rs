@@ -13,11 +13,13 @@
 //! - [`runner`]: warm instances and the three limits of a decision.
 //! - [`policies`]: the trait objects, with failure policy and quarantine.
 //! - [`watch`]: hot reload of the plugins folder.
+//! - [`trial`]: `alkhub plugin run`, one decision without a hub.
 
 mod bindings;
 mod loader;
 mod policies;
 mod runner;
+mod trial;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -33,6 +35,7 @@ use crate::policy::{LeastInFlight, NativeRemap, RemapPolicy, RoutingPolicy};
 pub use loader::{check_file, CheckReport, World};
 pub use policies::RoutingTable;
 use runner::Plugin;
+pub use trial::{run_file, Trial, TrialInput};
 
 /// The shipped default plugins, built from `plugins/<name>/` and embedded so
 /// that a fresh checkout serves with them and no guest toolchain.
@@ -58,7 +61,8 @@ pub struct PluginHost {
 
 struct Inner {
     loader: loader::Loader,
-    config: PluginsConfig,
+    /// The `[plugins]` section in force (replaced by [`PluginHost::reconfigure`]).
+    config: RwLock<Arc<PluginsConfig>>,
     /// The version of each plugin that serves new decisions.
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     /// Files that failed to load, with the reason (the old version, if any, keeps serving).
@@ -66,6 +70,19 @@ struct Inner {
     native_remap: Arc<NativeRemap>,
     native_routing: Arc<LeastInFlight>,
     reloads: AtomicU64,
+    /// Plugins whose new version is being compiled (a swap in progress).
+    loading: Mutex<std::collections::BTreeSet<String>>,
+    /// Per plugin name, the decisions its `on_failure = "fallback"` handed
+    /// to the built-in policy.
+    fallbacks: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Cancelled when the host is dropped: the folder watcher stops.
+    watch_stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.watch_stop.cancel();
+    }
 }
 
 /// What `GET /v1/plugins` shows of one plugin.
@@ -80,10 +97,18 @@ pub struct PluginStatus {
     pub version: Option<String>,
     /// The version of `alkdev:hub` it was built against (`0.2.0`).
     pub wit_version: Option<&'static str>,
-    /// `active`, `quarantined` or `failed`.
+    /// `active`, `quarantined`, `failed` (its file did not load),
+    /// `loading` (its first version is compiling) or `missing` (the
+    /// configuration selects it, but no file of that name is loaded).
     pub status: &'static str,
-    /// Why it failed to load, or why it is quarantined.
+    /// Why it failed to load, why it is quarantined, or why it is missing.
     pub error: Option<String>,
+    /// True while a new version is compiling: the version shown serves
+    /// until it is swapped in.
+    pub loading: bool,
+    /// What the configuration selects it for: `remap`, `routing` (the
+    /// default routing policy), `route <pattern>`; empty when unused.
+    pub roles: Vec<String>,
     /// `file` or `embedded`.
     pub source: &'static str,
     /// The name of its file in the plugins folder (`sticky.wasm`), never the
@@ -91,12 +116,63 @@ pub struct PluginStatus {
     /// there is no admin role yet to show it to. `alkhub plugin check`
     /// prints full paths.
     pub file: Option<String>,
+    /// The last `warn` or `error` message the plugin logged (through the
+    /// host's `log`), at most 1,024 bytes on one line.
+    pub last_message: Option<String>,
     /// Decisions made.
     pub decisions: u64,
     /// Decisions that failed (trap, deadline, memory, invalid answer).
     pub failures: u64,
+    /// Decisions its `on_failure = "fallback"` handed to the built-in policy
+    /// (failed, quarantined or missing), counted across its versions.
+    pub fallbacks: u64,
     /// Mean latency of a decision, in microseconds.
     pub mean_latency_us: f64,
+}
+
+impl PluginStatus {
+    /// The entry of plugin `name` when no version of it is loaded.
+    fn absent(name: &str) -> Self {
+        PluginStatus {
+            name: name.to_owned(),
+            world: None,
+            version: None,
+            wit_version: None,
+            status: "missing",
+            error: None,
+            loading: false,
+            roles: Vec::new(),
+            source: "file",
+            file: None,
+            last_message: None,
+            decisions: 0,
+            failures: 0,
+            fallbacks: 0,
+            mean_latency_us: 0.0,
+        }
+    }
+}
+
+/// Marks a plugin as loading for as long as it lives.
+struct Loading<'a> {
+    set: &'a Mutex<std::collections::BTreeSet<String>>,
+    name: String,
+}
+
+impl<'a> Loading<'a> {
+    fn start(set: &'a Mutex<std::collections::BTreeSet<String>>, name: &str) -> Self {
+        set.lock().unwrap().insert(name.to_owned());
+        Loading {
+            set,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.name);
+    }
 }
 
 /// The whole of `GET /v1/plugins`.
@@ -125,12 +201,15 @@ impl PluginHost {
         let host = PluginHost {
             inner: Arc::new(Inner {
                 loader,
-                config: config.clone(),
+                config: RwLock::new(Arc::new(config.clone())),
                 plugins: RwLock::default(),
                 failed: Mutex::default(),
                 native_remap: Arc::new(NativeRemap::new(per_spoke_namespaces.clone())),
                 native_routing: Arc::new(LeastInFlight),
                 reloads: AtomicU64::new(0),
+                loading: Mutex::default(),
+                fallbacks: Mutex::default(),
+                watch_stop: Default::default(),
             }),
         };
         for (name, bytes) in EMBEDDED {
@@ -162,7 +241,7 @@ impl PluginHost {
                 host.load_file(&path, &per_spoke_namespaces);
             }
         }
-        let c = &host.inner.config;
+        let c = host.config();
         let wanted = std::iter::once((&c.remap, World::Remap))
             .chain(std::iter::once((&c.routing, World::Routing)))
             .chain(c.route.iter().map(|r| (&r.plugin, World::Routing)));
@@ -175,17 +254,133 @@ impl PluginHost {
                 );
             }
         }
+        let versions: std::collections::HashSet<String> = host
+            .inner
+            .plugins
+            .read()
+            .unwrap()
+            .values()
+            .map(|p| p.version.clone())
+            .collect();
+        host.inner.loader.prune(&versions);
         if config.watch {
             watch::spawn(host.clone(), per_spoke_namespaces);
         }
         Ok(host)
     }
 
+    /// The `[plugins]` section in force.
+    pub fn config(&self) -> Arc<PluginsConfig> {
+        self.inner.config.read().unwrap().clone()
+    }
+
+    /// Applies a new `[plugins]` section: selections, routes, settings and
+    /// limits take effect for the next decision (a plugin whose settings or
+    /// limits changed is instantiated again, with fresh counters); `dir`,
+    /// `cache_dir` and `watch` wait for the next start. The caller swaps in
+    /// the new [`PluginHost::routing_policy`] and
+    /// [`PluginHost::remap_policy`]. Returns each change, in words (also
+    /// logged).
+    pub fn reconfigure(&self, new: &PluginsConfig, per_spoke_namespaces: &[String]) -> Vec<String> {
+        let old = self.config();
+        let mut changes = Vec::new();
+        for (key, differs) in [
+            ("dir", old.dir != new.dir),
+            ("cache_dir", old.cache_dir != new.cache_dir),
+            ("watch", old.watch != new.watch),
+        ] {
+            if differs {
+                changes.push(format!(
+                    "plugins.{key} changed; it takes effect at the next start"
+                ));
+            }
+        }
+        if old.remap != new.remap {
+            changes.push(format!("plugins.remap: {} -> {}", old.remap, new.remap));
+        }
+        if old.routing != new.routing {
+            changes.push(format!(
+                "plugins.routing: {} -> {}",
+                old.routing, new.routing
+            ));
+        }
+        if old.route != new.route {
+            let rules: Vec<String> = new
+                .route
+                .iter()
+                .map(|r| format!("{} -> {}", r.pattern, r.plugin))
+                .collect();
+            changes.push(format!("plugins.route: [{}]", rules.join(", ")));
+        }
+        // The new values for `dir`, `cache_dir` and `watch` are not used
+        // before a restart.
+        let applied = PluginsConfig {
+            dir: old.dir.clone(),
+            cache_dir: old.cache_dir.clone(),
+            watch: old.watch,
+            ..new.clone()
+        };
+        *self.inner.config.write().unwrap() = Arc::new(applied);
+
+        // Settings and limits are part of a loaded version: load those that
+        // changed again, from the same bytes (compiled already).
+        let loaded: Vec<Arc<Plugin>> = self
+            .inner
+            .plugins
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        for plugin in loaded {
+            let name = &*plugin.name;
+            let settings = self.settings_json(name, per_spoke_namespaces);
+            let limits = new.limits_of(name);
+            let what = match (settings != *plugin.settings(), limits != plugin.limits) {
+                (false, false) => continue,
+                (true, false) => "settings",
+                (false, true) => "limits",
+                (true, true) => "settings and limits",
+            };
+            let bytes = match &plugin.path {
+                Some(path) => std::fs::read(path).ok(),
+                None => EMBEDDED
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, b)| b.to_vec()),
+            };
+            let reloaded = bytes
+                .ok_or_else(|| anyhow::anyhow!("its file cannot be read"))
+                .and_then(|bytes| {
+                    self.inner
+                        .loader
+                        .load(name, &bytes, plugin.path.as_deref(), settings, limits)
+                });
+            match reloaded {
+                Ok(version) => {
+                    self.inner
+                        .plugins
+                        .write()
+                        .unwrap()
+                        .insert(name.to_owned(), Arc::new(version));
+                    changes.push(format!("plugin {name}: new {what}"));
+                }
+                Err(e) => changes.push(format!(
+                    "plugin {name}: new {what} not applied, the version serving keeps the old ones: {e:#}"
+                )),
+            }
+        }
+        for change in &changes {
+            tracing::info!(change = %change, "configuration reloaded");
+        }
+        changes
+    }
+
     /// The plugin's settings as JSON. The rule-remap plugin receives the
     /// hub's `[remap] per_spoke_namespaces` unless its settings name their own,
     /// so the plugin and the native fallback agree.
     fn settings_json(&self, name: &str, per_spoke_namespaces: &[String]) -> Arc<str> {
-        let mut value = match self.inner.config.settings.get(name) {
+        let mut value = match self.config().settings.get(name) {
             Some(settings) => serde_json::to_value(settings).unwrap_or_default(),
             None => serde_json::json!({}),
         };
@@ -207,21 +402,35 @@ impl PluginHost {
         let loaded = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))
             .and_then(|bytes| {
+                if self.serves_unchanged(&name, path, &bytes) {
+                    return Ok(None);
+                }
+                let _loading = Loading::start(&self.inner.loading, &name);
                 let settings = self.settings_json(&name, per_spoke_namespaces);
-                let limits = self.inner.config.limits_of(&name);
+                let limits = self.config().limits_of(&name);
                 self.inner
                     .loader
                     .load(&name, &bytes, Some(path), settings, limits)
+                    .map(Some)
             });
         match loaded {
-            Ok(plugin) => {
+            Ok(None) => {
+                // Touched, or rewritten with the same bytes: the version
+                // serving keeps its counters and any quarantine.
+                tracing::debug!(plugin = %name, "plugin file unchanged; not reloaded");
+                self.inner.failed.lock().unwrap().remove(&name);
+                false
+            }
+            Ok(Some(plugin)) => {
                 tracing::info!(plugin = %name, world = ?plugin.world(), version = %plugin.version, "plugin loaded");
                 self.inner.failed.lock().unwrap().remove(&name);
-                self.inner
+                let old = self
+                    .inner
                     .plugins
                     .write()
                     .unwrap()
                     .insert(name, Arc::new(plugin));
+                self.retire(old);
                 true
             }
             Err(e) => {
@@ -236,6 +445,47 @@ impl PluginHost {
         }
     }
 
+    /// The counter of decisions plugin `name`'s failure policy handed to
+    /// the built-in policy.
+    fn fallback_counter(&self, name: &str) -> Arc<AtomicU64> {
+        self.inner
+            .fallbacks
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The roles the configuration gives plugin `name`: `remap`, `routing`
+    /// (the default routing policy) and `route <pattern>` for each route.
+    fn roles_of(&self, name: &str) -> Vec<String> {
+        let c = self.config();
+        let mut roles = Vec::new();
+        if c.remap == name {
+            roles.push("remap".to_owned());
+        }
+        if c.routing == name {
+            roles.push("routing".to_owned());
+        }
+        roles.extend(
+            c.route
+                .iter()
+                .filter(|r| r.plugin == name)
+                .map(|r| format!("route {}", r.pattern)),
+        );
+        roles
+    }
+
+    /// True when plugin `name` already serves exactly `bytes` from `path`.
+    fn serves_unchanged(&self, name: &str, path: &Path, bytes: &[u8]) -> bool {
+        let plugins = self.inner.plugins.read().unwrap();
+        plugins.get(name).is_some_and(|p| {
+            p.path.as_deref() == Some(path)
+                && crate::crypto::sha256_hex(bytes).starts_with(p.version.as_str())
+        })
+    }
+
     /// A file was removed: its plugin unloads (an embedded default of the
     /// same name takes over again).
     fn unload_file(&self, path: &Path, per_spoke_namespaces: &[String]) {
@@ -245,22 +495,42 @@ impl PluginHost {
         self.inner.failed.lock().unwrap().remove(&name);
         let embedded = EMBEDDED.iter().find(|(n, _)| *n == name);
         let mut plugins = self.inner.plugins.write().unwrap();
-        match embedded {
+        let old = match embedded {
             Some((_, bytes)) => {
                 let settings = self.settings_json(&name, per_spoke_namespaces);
-                if let Ok(p) = self.inner.loader.load(
+                match self.inner.loader.load(
                     &name,
                     bytes,
                     None,
                     settings,
-                    self.inner.config.limits_of(&name),
+                    self.config().limits_of(&name),
                 ) {
-                    plugins.insert(name, Arc::new(p));
+                    Ok(p) => plugins.insert(name, Arc::new(p)),
+                    Err(_) => plugins.remove(&name),
                 }
             }
-            None => {
-                plugins.remove(&name);
-            }
+            None => plugins.remove(&name),
+        };
+        drop(plugins);
+        self.retire(old);
+    }
+
+    /// A version that stopped serving: its compiled code is dropped from
+    /// the caches unless another plugin still uses it. Embedded defaults
+    /// stay cached (they can come back whenever a file is removed).
+    fn retire(&self, old: Option<Arc<Plugin>>) {
+        let Some(old) = old.filter(|p| p.path.is_some()) else {
+            return;
+        };
+        let in_use = self
+            .inner
+            .plugins
+            .read()
+            .unwrap()
+            .values()
+            .any(|p| p.version == old.version);
+        if !in_use {
+            self.inner.loader.forget(&old.version);
         }
     }
 
@@ -272,7 +542,8 @@ impl PluginHost {
 
     /// The remap policy the configuration selects.
     pub fn remap_policy(&self) -> Arc<dyn RemapPolicy> {
-        let name = &self.inner.config.remap;
+        let config = self.config();
+        let name = &config.remap;
         if name == NATIVE {
             return self.inner.native_remap.clone();
         }
@@ -282,7 +553,7 @@ impl PluginHost {
     /// The routing policy the configuration selects: per-pattern routes over
     /// the default.
     pub fn routing_policy(&self) -> Arc<dyn RoutingPolicy> {
-        let c = &self.inner.config;
+        let c = self.config();
         let by_name = |name: &str| -> Arc<dyn RoutingPolicy> {
             if name == NATIVE {
                 self.inner.native_routing.clone()
@@ -315,19 +586,46 @@ impl PluginHost {
                     serving.error = Some(format!("a newer file failed to load: {error}"))
                 }
                 None => plugins.push(PluginStatus {
-                    name: name.clone(),
-                    world: None,
-                    version: None,
-                    wit_version: None,
                     status: "failed",
                     error: Some(error.clone()),
-                    source: "file",
                     file: file_name(path),
-                    decisions: 0,
-                    failures: 0,
-                    mean_latency_us: 0.0,
+                    ..PluginStatus::absent(name)
                 }),
             }
+        }
+        for name in self.inner.loading.lock().unwrap().iter() {
+            match plugins.iter_mut().find(|p| &p.name == name) {
+                Some(serving) => serving.loading = true,
+                None => plugins.push(PluginStatus {
+                    status: "loading",
+                    loading: true,
+                    ..PluginStatus::absent(name)
+                }),
+            }
+        }
+        // Every plugin the configuration selects is listed, loaded or not.
+        let c = self.config();
+        let selected = [&c.remap, &c.routing]
+            .into_iter()
+            .chain(c.route.iter().map(|r| &r.plugin))
+            .filter(|name| *name != NATIVE);
+        for name in selected {
+            if !plugins.iter().any(|p| &p.name == name) {
+                plugins.push(PluginStatus {
+                    status: "missing",
+                    error: Some(format!(
+                        "no {name}.wasm is loaded from the plugins folder; its on_failure applies"
+                    )),
+                    ..PluginStatus::absent(name)
+                });
+            }
+        }
+        let fallbacks = self.inner.fallbacks.lock().unwrap();
+        for p in &mut plugins {
+            p.roles = self.roles_of(&p.name);
+            p.fallbacks = fallbacks
+                .get(&p.name)
+                .map_or(0, |n| n.load(Ordering::Relaxed));
         }
         plugins.sort_by(|a, b| a.name.cmp(&b.name));
         HostStatus {

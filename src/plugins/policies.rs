@@ -2,6 +2,7 @@
 //! decision, with its failure policy, and the table of routing plugins per
 //! operation pattern.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::runner::Plugin;
@@ -16,12 +17,14 @@ use crate::policy::{
 pub struct WasmRouting {
     host: PluginHost,
     name: String,
+    fallbacks: Arc<AtomicU64>,
 }
 
 impl WasmRouting {
     /// A policy for plugin `name` of `host`.
     pub fn new(host: PluginHost, name: &str) -> Self {
         WasmRouting {
+            fallbacks: host.fallback_counter(name),
             host,
             name: name.to_owned(),
         }
@@ -41,7 +44,8 @@ impl WasmRouting {
     }
 }
 
-fn valid(decision: &Decision, n: usize) -> Result<(), String> {
+/// Whether a routing decision names only candidates that exist.
+pub(super) fn valid(decision: &Decision, n: usize) -> Result<(), String> {
     match decision {
         Decision::Choose(i) if *i >= n => Err(format!("it chose candidate {i} of {n}")),
         Decision::Ordered(order) if order.is_empty() => {
@@ -62,11 +66,18 @@ fn through_plugin<T>(
     host: &PluginHost,
     name: &str,
     world: World,
+    fallbacks: &AtomicU64,
     run: impl FnOnce(&Plugin) -> Result<T, String>,
     fail: impl FnOnce(OnFailure, String) -> T,
 ) -> T {
+    let fail = |policy: OnFailure, reason: String| {
+        if policy == OnFailure::Fallback {
+            fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        fail(policy, reason)
+    };
     let Some(plugin) = host.get_world(name, world) else {
-        let policy = host.inner.config.limits_of(name).on_failure;
+        let policy = host.config().limits_of(name).on_failure;
         return fail(
             policy,
             format!("{name} is not a loaded {} plugin", world.as_str()),
@@ -94,6 +105,7 @@ impl RoutingPolicy for WasmRouting {
             &self.host,
             &self.name,
             World::Routing,
+            &self.fallbacks,
             |plugin| {
                 let decision = plugin.route(call, candidates)?;
                 valid(&decision, candidates.len()).map_err(|e| format!("invalid decision: {e}"))?;
@@ -114,12 +126,14 @@ impl RoutingPolicy for WasmRouting {
 pub struct WasmRemap {
     host: PluginHost,
     name: String,
+    fallbacks: Arc<AtomicU64>,
 }
 
 impl WasmRemap {
     /// A policy for plugin `name` of `host`.
     pub fn new(host: PluginHost, name: &str) -> Self {
         WasmRemap {
+            fallbacks: host.fallback_counter(name),
             host,
             name: name.to_owned(),
         }
@@ -141,13 +155,38 @@ impl WasmRemap {
 
 impl RemapPolicy for WasmRemap {
     fn remap(&self, provider: &RemapProvider<'_>, op: &Declared<'_>) -> RemapResult {
-        through_plugin(
+        self.remap_noted(provider, op).0
+    }
+
+    fn remap_noted(
+        &self,
+        provider: &RemapProvider<'_>,
+        op: &Declared<'_>,
+    ) -> (RemapResult, Option<String>) {
+        let mut note = None;
+        let result = through_plugin(
             &self.host,
             &self.name,
             World::Remap,
+            &self.fallbacks,
             |plugin| plugin.remap(provider, op),
-            |policy, reason| self.on_failure(policy, reason, provider, op),
-        )
+            |policy, reason| {
+                let result = self.on_failure(policy, reason.clone(), provider, op);
+                if policy == OnFailure::Fallback {
+                    note = Some(match &result {
+                        Ok((namespace, name)) => format!(
+                            "{reason}; the built-in remap registered it as {namespace}.{name} \
+                             (on_failure = \"fallback\")"
+                        ),
+                        Err(refusal) => {
+                            format!("{reason}; the built-in remap refused it: {refusal}")
+                        }
+                    });
+                }
+                result
+            },
+        );
+        (result, note)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store};
 
-use super::bindings::{remap, remap_v1, routing, routing_v1, PluginState};
+use super::bindings::{one_line, remap, remap_v1, routing, routing_v1, PluginState, MAX_MESSAGE};
 use super::loader::{engine, World, EPOCH_TICK};
 use super::PluginStatus;
 use crate::config::PluginLimits;
@@ -171,6 +171,10 @@ pub struct Plugin {
     decisions: AtomicU64,
     failures: AtomicU64,
     latency_ns: AtomicU64,
+    /// The last `warn` or `error` message the plugin logged.
+    last_message: Mutex<Option<String>>,
+    /// When set, every line the plugin logs is kept (`alkhub plugin run`).
+    captured: Option<Mutex<Vec<String>>>,
 }
 
 /// One remap decision through the bindings of one version (each has its own
@@ -229,12 +233,38 @@ impl Plugin {
             decisions: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency_ns: AtomicU64::new(0),
+            last_message: Mutex::default(),
+            captured: None,
         }
+    }
+
+    /// Keeps every line the plugin logs, for [`Plugin::take_log`].
+    pub fn capturing_log(mut self) -> Self {
+        self.captured = Some(Mutex::default());
+        self
+    }
+
+    /// The lines logged since the last call (empty unless capturing).
+    pub fn take_log(&self) -> Vec<String> {
+        self.captured
+            .as_ref()
+            .map(|c| std::mem::take(&mut *c.lock().unwrap()))
+            .unwrap_or_default()
     }
 
     /// The world it implements.
     pub fn world(&self) -> World {
         self.prepared.world()
+    }
+
+    /// Its settings, as handed to the `config` import.
+    pub fn settings(&self) -> &Arc<str> {
+        &self.settings
+    }
+
+    /// The version of `alkdev:hub` it was built against.
+    pub fn wit_version(&self) -> &'static str {
+        self.prepared.wit_version()
     }
 
     /// A new instance, or why it could not be made within the limits.
@@ -247,6 +277,9 @@ impl Plugin {
                 Limiter::new(&self.limits),
             ),
         );
+        if self.captured.is_some() {
+            store.data_mut().captured = Some(Vec::new());
+        }
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
@@ -292,6 +325,14 @@ impl Plugin {
         warm.store.data_mut().limits.refused = None;
         let result = decide(&mut warm);
         let elapsed = started.elapsed();
+        let message = warm.store.data_mut().last_message.take();
+        if let Some(captured) = &self.captured {
+            let lines = warm.store.data_mut().captured.as_mut().map(std::mem::take);
+            captured.lock().unwrap().extend(lines.unwrap_or_default());
+        }
+        if let Some(message) = &message {
+            *self.last_message.lock().unwrap() = Some(message.clone());
+        }
         self.decisions.fetch_add(1, Ordering::Relaxed);
         self.latency_ns
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
@@ -312,8 +353,9 @@ impl Plugin {
             }
             // A trapped instance is dropped: its state cannot be trusted.
             Err(trap) => {
+                tracing::debug!(plugin = %self.name, trap = ?trap, "plugin trapped");
                 let refused = warm.store.data().limits.refused;
-                Err(describe_trap(&trap, refused, &self.limits))
+                Err(describe_trap(&trap, refused, &self.limits, message))
             }
         }
     }
@@ -537,14 +579,18 @@ impl Plugin {
                 "active"
             },
             error: quarantine,
+            loading: false,
+            roles: Vec::new(),
             source: if self.path.is_some() {
                 "file"
             } else {
                 "embedded"
             },
             file: self.path.as_deref().and_then(super::file_name),
+            last_message: self.last_message.lock().unwrap().clone(),
             decisions,
             failures: self.failures.load(Ordering::Relaxed),
+            fallbacks: 0,
             mean_latency_us: if decisions == 0 {
                 0.0
             } else {
@@ -554,26 +600,36 @@ impl Plugin {
     }
 }
 
-/// Why a decision failed. A trap that follows a growth the limiter refused
-/// is put down to the limit: the guest's own reaction to a failed
+/// Why a decision failed, on one line (a wasm backtrace goes to the debug
+/// log, never to a caller). A trap that follows a growth the limiter
+/// refused is put down to the limit: the guest's own reaction to a failed
 /// `memory.grow` (an abort, `unreachable`) says nothing about the cause.
+/// Otherwise the last `warn` or `error` message the plugin logged during
+/// the decision (a starter's panic hook or exception handler logs there)
+/// is the reason, and the trap what followed it.
 fn describe_trap(
     trap: &wasmtime::Error,
     refused: Option<Refused>,
     limits: &PluginLimits,
+    message: Option<String>,
 ) -> String {
+    let what = match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => one_line(&trap.root_cause().to_string(), MAX_MESSAGE),
+    };
     if let Some(limit) = describe_limit(refused, limits) {
-        return format!("{limit} (then: {trap:#})");
+        return format!("{limit} (then: {what})");
     }
-    match trap.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!(
+    match (trap.downcast_ref::<wasmtime::Trap>(), message) {
+        (Some(wasmtime::Trap::Interrupt), _) => format!(
             "the decision ran past epoch_deadline_ms = {} and was interrupted",
             limits.epoch_deadline_ms
         ),
-        Some(wasmtime::Trap::UnreachableCodeReached) => {
-            format!("the plugin trapped (unreachable): {trap:#}")
+        (_, Some(message)) => format!("the plugin failed: {message} (then: {what})"),
+        (Some(wasmtime::Trap::UnreachableCodeReached), None) => {
+            format!("the plugin trapped (unreachable): {what}")
         }
-        _ => format!("the plugin trapped: {trap:#}"),
+        (_, None) => format!("the plugin trapped: {what}"),
     }
 }
 

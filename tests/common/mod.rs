@@ -425,3 +425,21 @@ pub async fn recv_within<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) ->
         .expect("nothing arrived within 5 s")
         .expect("the sender is gone")
 }
+
+/// Runs `alkhub ARGS` in `dir`, without the caller's logging, configuration
+/// or database environment: (success, standard output, standard error).
+pub fn alkhub(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("ALKHUB_CONFIG")
+        .env_remove("ALKHUB_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

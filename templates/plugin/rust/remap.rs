@@ -7,12 +7,14 @@
 
 wit_bindgen::generate!({ world: "remap-plugin", path: "wit" });
 
+use alkdev::hub::host;
 use exports::alkdev::hub::remap::{Declared, Guest, Mapped, Provider};
 
 struct Plugin;
 
 impl Guest for Plugin {
     fn remap(_provider: Provider, op: Declared) -> Result<Mapped, String> {
+        report_panics();
         // To refuse a declaration: `return Err("why".into());` — the
         // provider sees the reason in the `rejected` list of its answer.
         Ok(Mapped {
@@ -20,6 +22,18 @@ impl Guest for Plugin {
             name: op.name,
         })
     }
+}
+
+/// Sends a panic's message to the hub's log before the panic ends the
+/// decision: the operator sees it in `GET /v1/plugins` (`lastMessage`) and
+/// the log, and a declaration refused for it carries it as the reason.
+fn report_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            host::log(host::Level::Error, &info.to_string());
+        }))
+    });
 }
 
 export!(Plugin);

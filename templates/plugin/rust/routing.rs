@@ -18,6 +18,7 @@ struct Plugin;
 
 impl Guest for Plugin {
     fn choose(call: Call, candidates: Vec<Candidate>) -> Decision {
+        report_panics();
         // The hub never passes an empty list; refusing keeps `%` safe anyway.
         if candidates.is_empty() {
             host::log(host::Level::Error, "no candidates");
@@ -25,6 +26,18 @@ impl Guest for Plugin {
         }
         Decision::Choose((call.sequence % candidates.len() as u64) as u32)
     }
+}
+
+/// Sends a panic's message to the hub's log before the panic ends the
+/// decision: the operator sees it in `GET /v1/plugins` (`lastMessage`) and
+/// the log, and a caller refused for it gets it as the reason.
+fn report_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            host::log(host::Level::Error, &info.to_string());
+        }))
+    });
 }
 
 export!(Plugin);
