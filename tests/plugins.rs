@@ -988,6 +988,46 @@ async fn a_plugin_of_the_wrong_world_in_a_role_is_bypassed_not_quarantined() {
 }
 
 #[tokio::test]
+async fn a_swap_in_progress_is_shown_while_the_new_version_compiles() {
+    let hub = hub_with(|_| {}).await;
+    // A JavaScript component takes seconds to compile. A custom section at
+    // its end gives it a digest of its own, so nothing has compiled it yet.
+    let mut component = std::fs::read(shipped("label-affinity")).unwrap();
+    let payload = b"\x04swap0123456789";
+    component.push(0);
+    component.push(payload.len() as u8);
+    component.extend_from_slice(payload);
+    let path = hub.files.path().join("plugins/slow.wasm");
+    let aside = hub.files.path().join("plugins/slow.wasm.new");
+    std::fs::write(&aside, &component).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    eventually("slow is listed as loading", || async {
+        let status = plugins_status(&hub, &token).await;
+        status["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "slow" && p["status"] == "loading" && p["loading"] == true)
+    })
+    .await;
+    let mut status = json!(null);
+    for _ in 0..600 {
+        status = plugins_status(&hub, &token).await;
+        if plugin(&status, "slow")["status"] == "active" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let slow = plugin(&status, "slow");
+    assert_eq!(
+        (slow["status"].clone(), slow["loading"].clone()),
+        (json!("active"), json!(false)),
+        "{status}"
+    );
+}
+
+#[tokio::test]
 async fn a_selected_plugin_that_is_missing_is_listed_and_its_fallbacks_are_told() {
     // No `absent.wasm` in the folder: the remap falls back to the built-in
     // one, the spoke is told in `warnings`, and the listing shows why.
