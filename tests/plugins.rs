@@ -359,18 +359,12 @@ fn wat_router(body: &str) -> Vec<u8> {
 
 /// [`wat_router`] with `imports` (and data segments) before its definitions.
 fn wat_router_with(imports: &str, body: &str) -> Vec<u8> {
+    let allocator = common::wat::BUMP_ALLOCATOR;
     let wat = format!(
         r#"(module
           {imports}
-          (memory (export "memory") 1)
+          {allocator}
           (table $t 1 funcref)
-          (global $heap (mut i32) (i32.const 1024))
-          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-            (local $ret i32)
-            (local.set $ret (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-                                     (i32.sub (i32.const 0) (local.get 2))))
-            (global.set $heap (i32.add (local.get $ret) (local.get 3)))
-            (local.get $ret))
           (func (export "alkdev:hub/routing@0.1.0#choose")
             (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i64 i32 i32) (result i32)
             {body})
@@ -384,7 +378,6 @@ fn wat_router_with(imports: &str, body: &str) -> Vec<u8> {
 /// Encodes a WAT core module as a component of `world` (from `wit/0.1.0`,
 /// or from `extra_wit` when given).
 fn componentize(wat: &str, world: &str, extra_wit: Option<&str>) -> Vec<u8> {
-    let mut module = wat::parse_str(wat).unwrap();
     let mut resolve = wit_parser::Resolve::default();
     let package = match extra_wit {
         Some(text) => resolve.push_str("extra.wit", text).unwrap(),
@@ -395,21 +388,7 @@ fn componentize(wat: &str, world: &str, extra_wit: Option<&str>) -> Vec<u8> {
                 .0
         }
     };
-    let world = resolve.select_world(&[package], Some(world)).unwrap();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .unwrap();
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap()
+    common::wat::componentize(wat, &resolve, package, world)
 }
 
 /// `choose(0)`: the decision variant (tag 0, payload 0) written at address 16.

@@ -2,6 +2,8 @@
 //! file or a fresh PostgreSQL database, in one line each.
 #![allow(dead_code)]
 
+pub mod wat;
+
 use std::str::FromStr;
 
 use alkhub::store::Store;
