@@ -652,10 +652,11 @@ fn tune_allocator() {
 
 async fn serve(config: Config, reload: impl Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
     let server = config.server.clone();
-    let running = alkhub::server::start(config).await?;
     // SIGHUP reads the configuration again and applies what can change
-    // without a restart (the `[plugins]` section).
+    // without a restart (the `[plugins]` section). It is caught from the
+    // start: one that arrives while the hub starts is applied once it runs.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = alkhub::server::start(config).await?;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {

@@ -499,8 +499,12 @@ impl Registrar {
                 op_type: spec.op_type,
             },
         );
-        let (namespace, op_name) = remapped
-            .map_err(|reason| invalid(format!("remap refused {pre_remap_id}: {reason}")))?;
+        // After a failed plugin, the note tells both why it failed and why
+        // the built-in remap refused.
+        let (namespace, op_name) = remapped.map_err(|reason| {
+            let reason = warning.clone().unwrap_or(reason);
+            invalid(format!("remap refused {pre_remap_id}: {reason}"))
+        })?;
         names::check_namespace(&namespace)
             .and_then(|_| names::check_name(&op_name))
             .map_err(|e| {

@@ -906,6 +906,14 @@ async fn sighup_reloads_the_configuration_file_and_a_bad_one_is_kept_out() {
         }
     };
     assert_eq!(roles("first").await, json!(["route work.*"]));
+    // The hub runs with the default relative `plugins` folder: rewriting a
+    // file with the same bytes is still no reload.
+    std::fs::write(plugins.join("first.wasm"), wat_router(CHOOSE_FIRST)).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = common::http(served.addr, "GET", "/v1/plugins", Some(&token), None)
+        .await
+        .json();
+    assert_eq!(status["reloads"], 0, "{status}");
     let hangup = || {
         std::process::Command::new("kill")
             .args(["-HUP", &served.child.id().to_string()])

@@ -116,8 +116,8 @@ impl PluginState {
     }
 }
 
-/// Lines one decision's capture keeps (`alkhub plugin run`).
-const MAX_CAPTURED: usize = 1000;
+/// Lines a capture keeps (`alkhub plugin run`).
+pub const MAX_CAPTURED: usize = 1000;
 
 /// The longest plugin message a failure quotes; longer ones are cut.
 pub const MAX_MESSAGE: usize = 1024;

@@ -89,6 +89,19 @@ where
     Ok(linker)
 }
 
+/// True for the names the cache writes: `<64 hex>-<16 hex>.cwasm` and, while
+/// it writes, `.tmp`. Nothing else in `cache_dir` is ever deleted.
+fn is_cache_file(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some((stem, extension)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let Some((digest, engine)) = stem.split_once('-') else {
+        return false;
+    };
+    matches!(extension, "cwasm" | "tmp") && hex(digest, 64) && hex(engine, 16)
+}
+
 /// Compiled components shared within the process (several hubs, reloads of
 /// an unchanged file), by digest; the disk cache serves restarts.
 fn in_memory() -> &'static Mutex<HashMap<String, Component>> {
@@ -186,7 +199,7 @@ impl Loader {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let ours = name.ends_with(".cwasm") || name.ends_with(".tmp");
+            let ours = is_cache_file(name);
             let kept = name.ends_with(&current) && name.get(..16).is_some_and(|v| keep.contains(v));
             if ours && !kept {
                 match std::fs::remove_file(&path) {
@@ -221,7 +234,7 @@ impl Loader {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if name.starts_with(version) && name.ends_with(".cwasm") {
+            if name.starts_with(version) && is_cache_file(name) {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(file = %path.display(), error = %e, "cannot prune the plugin cache");
                 }
@@ -424,6 +437,22 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_caches_own_files_are_pruned() {
+        let digest = "ab".repeat(32);
+        assert!(is_cache_file(&format!("{digest}-0123456789abcdef.cwasm")));
+        assert!(is_cache_file(&format!("{digest}-0123456789abcdef.tmp")));
+        for other in [
+            "notes.tmp".to_owned(),
+            "plugin.cwasm".to_owned(),
+            format!("{digest}-0123456789abcdef.wasm"),
+            format!("{digest}.cwasm"),
+            format!("{}-0123456789abcdef.cwasm", "zz".repeat(32)),
+        ] {
+            assert!(!is_cache_file(&other), "{other}");
+        }
+    }
 
     #[test]
     fn a_cache_file_that_does_not_match_its_digest_is_compiled_again() {

@@ -50,6 +50,14 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// The versions (first 16 hex digits of the SHA-256) of the embedded
+/// defaults: their compiled code always stays cached.
+fn embedded_versions() -> impl Iterator<Item = String> {
+    EMBEDDED
+        .iter()
+        .map(|(_, bytes)| crate::crypto::sha256_hex(bytes)[..16].to_owned())
+}
+
 /// The name that selects the built-in native policy instead of a plugin.
 pub const NATIVE: &str = "native";
 
@@ -261,6 +269,7 @@ impl PluginHost {
             .unwrap()
             .values()
             .map(|p| p.version.clone())
+            .chain(embedded_versions())
             .collect();
         host.inner.loader.prune(&versions);
         if config.watch {
@@ -358,12 +367,20 @@ impl PluginHost {
                 });
             match reloaded {
                 Ok(version) => {
-                    self.inner
+                    let file_changed = version.version != plugin.version;
+                    let old = self
+                        .inner
                         .plugins
                         .write()
                         .unwrap()
                         .insert(name.to_owned(), Arc::new(version));
-                    changes.push(format!("plugin {name}: new {what}"));
+                    self.inner.failed.lock().unwrap().remove(name);
+                    self.retire(old);
+                    changes.push(if file_changed {
+                        format!("plugin {name}: new {what}, and the new version of its file")
+                    } else {
+                        format!("plugin {name}: new {what}")
+                    });
                 }
                 Err(e) => changes.push(format!(
                     "plugin {name}: new {what} not applied, the version serving keeps the old ones: {e:#}"
@@ -480,9 +497,11 @@ impl PluginHost {
     /// True when plugin `name` already serves exactly `bytes` from `path`.
     fn serves_unchanged(&self, name: &str, path: &Path, bytes: &[u8]) -> bool {
         let plugins = self.inner.plugins.read().unwrap();
+        // A file plugin of this name can only come from this folder; the
+        // path itself may be spelled relative (start) or absolute (events).
+        let _ = path;
         plugins.get(name).is_some_and(|p| {
-            p.path.as_deref() == Some(path)
-                && crate::crypto::sha256_hex(bytes).starts_with(p.version.as_str())
+            p.path.is_some() && crate::crypto::sha256_hex(bytes).starts_with(p.version.as_str())
         })
     }
 
@@ -529,7 +548,7 @@ impl PluginHost {
             .unwrap()
             .values()
             .any(|p| p.version == old.version);
-        if !in_use {
+        if !in_use && !embedded_versions().any(|v| v == old.version) {
             self.inner.loader.forget(&old.version);
         }
     }

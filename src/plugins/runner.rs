@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store};
 
-use super::bindings::{one_line, remap, remap_v1, routing, routing_v1, PluginState, MAX_MESSAGE};
+use super::bindings::{
+    one_line, remap, remap_v1, routing, routing_v1, PluginState, MAX_CAPTURED, MAX_MESSAGE,
+};
 use super::loader::{engine, World, EPOCH_TICK};
 use super::PluginStatus;
 use crate::config::PluginLimits;
@@ -328,7 +330,9 @@ impl Plugin {
         let message = warm.store.data_mut().last_message.take();
         if let Some(captured) = &self.captured {
             let lines = warm.store.data_mut().captured.as_mut().map(std::mem::take);
-            captured.lock().unwrap().extend(lines.unwrap_or_default());
+            let mut captured = captured.lock().unwrap();
+            let room = MAX_CAPTURED.saturating_sub(captured.len());
+            captured.extend(lines.unwrap_or_default().into_iter().take(room));
         }
         if let Some(message) = &message {
             *self.last_message.lock().unwrap() = Some(message.clone());

@@ -126,9 +126,11 @@ fn watch_folder(dir: &Path, tx: UnboundedSender<PathBuf>) -> Option<Box<dyn Watc
         Ok(watcher) => return Some(watcher),
         Err(e) => e,
     };
+    // Modification times, not contents: hashing every component (tens of
+    // MB for JavaScript or Python) each second would cost more than it saves.
     let config = notify::Config::default()
         .with_poll_interval(POLL_INTERVAL)
-        .with_compare_contents(true);
+        .with_compare_contents(false);
     let polled = notify::PollWatcher::new(handler, config).and_then(|mut w| {
         w.watch(dir, RecursiveMode::NonRecursive)?;
         Ok(Box::new(w) as Box<dyn Watcher + Send>)
