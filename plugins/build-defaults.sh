@@ -27,7 +27,10 @@ for name in rule-remap least-in-flight; do
         cd "$here/$name"
         # Paths must not leak into the output: remap the source and the
         # registry, so any checkout on any machine builds the same bytes.
-        RUSTFLAGS="--remap-path-prefix=$here=/plugins --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
+        # The linker is named: wasm-component-ld otherwise takes whichever
+        # `wasm-ld` is first on PATH, and Debian's `lld` (installed for the
+        # C plugins) puts LLVM 14's there, which links other bytes.
+        RUSTFLAGS="--remap-path-prefix=$here=/plugins --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo -C link-arg=--wasm-ld-path=/usr/lib/llvm-22/bin/wasm-ld" \
         RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$target" \
             /usr/bin/cargo build --release --locked --quiet
     )
