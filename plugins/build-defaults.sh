@@ -11,7 +11,8 @@ out="$here/dist"
 check=false
 [ "${1:-}" = "--check" ] && check=true
 
-if [ ! -x /usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld ] || ! command -v /usr/bin/rustc >/dev/null; then
+if [ ! -x /usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld ] || [ ! -x /usr/lib/llvm-22/bin/wasm-ld ] \
+    || ! command -v /usr/bin/rustc >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         rustc-web cargo-web rust-web-src rust-web-llvm lld-22
