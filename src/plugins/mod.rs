@@ -419,7 +419,7 @@ impl PluginHost {
         let loaded = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))
             .and_then(|bytes| {
-                if self.serves_unchanged(&name, path, &bytes) {
+                if self.serves_unchanged(&name, &bytes) {
                     return Ok(None);
                 }
                 let _loading = Loading::start(&self.inner.loading, &name);
@@ -494,12 +494,12 @@ impl PluginHost {
         roles
     }
 
-    /// True when plugin `name` already serves exactly `bytes` from `path`.
-    fn serves_unchanged(&self, name: &str, path: &Path, bytes: &[u8]) -> bool {
+    /// True when plugin `name` already serves exactly `bytes` from its file.
+    /// A file plugin of a name can only come from the one folder, so the
+    /// path is not compared (it is spelled relative at start, absolute in
+    /// the watcher's events).
+    fn serves_unchanged(&self, name: &str, bytes: &[u8]) -> bool {
         let plugins = self.inner.plugins.read().unwrap();
-        // A file plugin of this name can only come from this folder; the
-        // path itself may be spelled relative (start) or absolute (events).
-        let _ = path;
         plugins.get(name).is_some_and(|p| {
             p.path.is_some() && crate::crypto::sha256_hex(bytes).starts_with(p.version.as_str())
         })
