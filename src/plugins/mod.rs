@@ -51,11 +51,18 @@ const EMBEDDED: &[(&str, &[u8])] = &[
 ];
 
 /// The versions (first 16 hex digits of the SHA-256) of the embedded
-/// defaults: their compiled code always stays cached.
+/// defaults, hashed once: their compiled code always stays cached.
 fn embedded_versions() -> impl Iterator<Item = String> {
-    EMBEDDED
+    static VERSIONS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    VERSIONS
+        .get_or_init(|| {
+            EMBEDDED
+                .iter()
+                .map(|(_, bytes)| crate::crypto::sha256_hex(bytes)[..16].to_owned())
+                .collect()
+        })
         .iter()
-        .map(|(_, bytes)| crate::crypto::sha256_hex(bytes)[..16].to_owned())
+        .cloned()
 }
 
 /// The name that selects the built-in native policy instead of a plugin.
