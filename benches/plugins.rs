@@ -2,9 +2,13 @@
 //!
 //! 1. One routing decision of each shipped routing plugin among three
 //!    candidates, on a warm instance and on a new instance per decision.
-//! 2. What one `call-details` read costs the host: a WAT router (no guest
-//!    runtime, a bump allocator) reading one metadata key and one label of
-//!    each candidate, against the same router reading nothing.
+//! 2. What `call-details` reads cost: a router reading one metadata key and
+//!    one label of each candidate, one read per candidate (0.2.0) against
+//!    the batch reads of 0.3.0, among 3 and 32 candidates. Once as a WAT
+//!    router (no guest runtime, a bump allocator: the host's share), once
+//!    as a Rust router built from `benches/guests/label-pin` (what an
+//!    author's plugin pays; built when Debian's Rust toolchain for wasm is
+//!    installed, see `templates/plugin/rust/build.sh`).
 //! 3. End-to-end throughput at 64 concurrent callers with two echo providers
 //!    (so every call is routed), the default Wasm router against the native
 //!    router, alternated in one run and reported as a ratio.
@@ -17,6 +21,8 @@
 //! `BENCH_ROUNDS` (end-to-end rounds, each running both routers, default 4).
 
 mod support;
+// Shared with the tests, which use more of it.
+#[allow(dead_code)]
 #[path = "../tests/common/wat.rs"]
 mod wat_component;
 
@@ -54,8 +60,8 @@ async fn main() {
             println!("{name:<16} (not built: run plugins/build-others.sh)");
             continue;
         };
-        let warm = alkhub::plugins::measure_routing(&bytes, settings, n_warm, true).unwrap();
-        let fresh = alkhub::plugins::measure_routing(&bytes, settings, n_new, false).unwrap();
+        let warm = alkhub::plugins::measure_routing(&bytes, settings, n_warm, true, 3).unwrap();
+        let fresh = alkhub::plugins::measure_routing(&bytes, settings, n_new, false, 3).unwrap();
         println!(
             "{name:<16} {:>14.3} {:>18.1}",
             warm.as_secs_f64() * 1e6,
@@ -102,57 +108,143 @@ async fn main() {
     );
 }
 
-/// What reading the call's strings through `call-details` costs the host: a
-/// WAT router (no guest language runtime, a bump allocator) that reads one
-/// metadata key and one label of each of the 3 candidates, against the same
-/// router reading nothing.
+/// What reading the call's strings through `call-details` costs: a WAT
+/// router (no guest language runtime, a bump allocator) that reads the
+/// call's `region` metadata and the `region` label of every candidate,
+/// in the three ways the versions offer, against the same router reading
+/// nothing; among 3 and 32 candidates.
 fn call_details_cost() {
-    let reads = r#"
-        (call $metadata (i32.const 512) (i32.const 6) (i32.const 64))
-        (block $done (loop $next
-          (br_if $done (i32.ge_u (local.get $i) (local.get 5)))
-          (call $label (local.get $i) (i32.const 512) (i32.const 6) (i32.const 80))
-          (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $next)))"#;
-    println!();
-    println!("call-details reads, WAT router, 3 candidates (mean, warm)");
-    let mut figures = Vec::new();
-    for (what, body) in [("reads nothing", ""), ("1 metadata + 3 labels", reads)] {
-        let component = details_router(body);
-        let mean = alkhub::plugins::measure_routing(&component, "{}", 200_000, true).unwrap();
-        let us = mean.as_secs_f64() * 1e6;
-        println!("{what:<24} {us:>8.3} µs");
-        figures.push(us);
-    }
-    println!(
-        "each call-details read: {:.3} µs",
-        (figures[1] - figures[0]) / 4.0
+    // One `provider-label` read per candidate (0.2.0).
+    let per_candidate = |v: &str| {
+        (
+            format!(
+                r#"(import "alkdev:hub/call-details@{v}" "metadata" (func $metadata (param i32 i32 i32)))
+                   (import "alkdev:hub/call-details@{v}" "provider-label" (func $label (param i32 i32 i32 i32)))"#
+            ),
+            r#"(call $metadata (i32.const 512) (i32.const 6) (i32.const 64))
+               (block $done (loop $next
+                 (br_if $done (i32.ge_u (local.get $i) (local.get 5)))
+                 (call $label (local.get $i) (i32.const 512) (i32.const 6) (i32.const 80))
+                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br $next)))"#
+                .to_owned(),
+        )
+    };
+    // Every candidate's label in one read (0.3.0).
+    let label_all = (
+        r#"(import "alkdev:hub/call-details@0.3.0" "metadata" (func $metadata (param i32 i32 i32)))
+           (import "alkdev:hub/call-details@0.3.0" "provider-label-all" (func $label_all (param i32 i32 i32)))"#
+            .to_owned(),
+        r#"(call $metadata (i32.const 512) (i32.const 6) (i32.const 64))
+           (call $label_all (i32.const 512) (i32.const 6) (i32.const 80))"#
+            .to_owned(),
     );
+    // The comparison made by the hub (0.3.0).
+    let with_label = (
+        r#"(import "alkdev:hub/call-details@0.3.0" "metadata" (func $metadata (param i32 i32 i32)))
+           (import "alkdev:hub/call-details@0.3.0" "candidates-with-label" (func $with_label (param i32 i32 i32 i32 i32)))"#
+            .to_owned(),
+        r#"(call $metadata (i32.const 512) (i32.const 6) (i32.const 64))
+           (call $with_label (i32.const 512) (i32.const 6)
+                 (i32.load (i32.const 68)) (i32.load (i32.const 72)) (i32.const 80))"#
+            .to_owned(),
+    );
+    let rows = [
+        ("reads nothing", "0.3.0", (String::new(), String::new())),
+        ("0.2.0 one read each", "0.2.0", per_candidate("0.2.0")),
+        ("0.3.0 provider-label-all", "0.3.0", label_all),
+        ("0.3.0 candidates-with-label", "0.3.0", with_label),
+    ];
+    println!();
+    println!("call-details: metadata + every candidate's label, WAT router (mean, warm)");
+    println!("{:<28} {:>14} {:>14}", "reads", "3 cand. µs", "32 cand. µs");
+    for (what, version, (imports, body)) in &rows {
+        let component = details_router(version, imports, body);
+        print_among_3_and_32(what, &component, 100_000);
+    }
+
+    println!();
+    println!(
+        "call-details: the same policy as a Rust router (benches/guests/label-pin; mean, warm)"
+    );
+    for (what, feature) in [
+        ("0.2.0 one read each", None),
+        ("0.3.0 provider-label-all", Some("label-all")),
+        ("0.3.0 candidates-with-label", Some("with-label")),
+    ] {
+        match rust_guest(feature) {
+            Some(component) => print_among_3_and_32(what, &component, 50_000),
+            None => println!("{what:<28} (not built: Debian's Rust toolchain for wasm is missing)"),
+        }
+    }
 }
 
-/// A 0.2.0 routing component choosing candidate 0 after running `body`.
-fn details_router(body: &str) -> Vec<u8> {
+/// Prints the mean warm decision of `component` among 3 and among 32
+/// candidates, over `n` decisions each.
+fn print_among_3_and_32(what: &str, component: &[u8], n: u32) {
+    let figures: Vec<f64> = [3, 32]
+        .into_iter()
+        .map(|among| {
+            let mean = alkhub::plugins::measure_routing(component, "{}", n, true, among).unwrap();
+            mean.as_secs_f64() * 1e6
+        })
+        .collect();
+    println!("{what:<28} {:>14.3} {:>14.3}", figures[0], figures[1]);
+}
+
+/// Builds `benches/guests/label-pin` with Debian's Rust toolchain for wasm
+/// (against 0.3.0 with `feature`, else 0.2.0); `None` when it is missing.
+fn rust_guest(feature: Option<&str>) -> Option<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target/bench-guests");
+    let mut cargo = std::process::Command::new("/usr/bin/cargo");
+    cargo
+        .current_dir(root.join("benches/guests/label-pin"))
+        .args(["build", "--release", "--locked", "--quiet"])
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTDOC", "/usr/bin/rustdoc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", &target)
+        .env(
+            "RUSTFLAGS",
+            "-C link-arg=--wasm-ld-path=/usr/lib/llvm-22/bin/wasm-ld",
+        );
+    if let Some(feature) = feature {
+        cargo.arg(format!("--features={feature}"));
+    }
+    if !cargo.status().ok()?.success() {
+        return None;
+    }
+    std::fs::read(target.join("wasm32-unknown-unknown/release/label_pin.wasm")).ok()
+}
+
+/// A routing component of alkdev:hub@`version` importing `imports` and
+/// choosing candidate 0 after running `body`.
+fn details_router(version: &str, imports: &str, body: &str) -> Vec<u8> {
     let allocator = wat_component::BUMP_ALLOCATOR;
     let wat = format!(
         r#"(module
-          (import "alkdev:hub/call-details@0.2.0" "metadata" (func $metadata (param i32 i32 i32)))
-          (import "alkdev:hub/call-details@0.2.0" "provider-label" (func $label (param i32 i32 i32 i32)))
+          {imports}
           {allocator}
           (data (i32.const 512) "region")
-          (func (export "alkdev:hub/routing@0.2.0#choose")
+          (func (export "alkdev:hub/routing@{version}#choose")
             (param i32 i32 i32 i64 i32 i32) (result i32)
             (local $i i32)
             {body}
             (i32.store8 (i32.const 16) (i32.const 0))
             (i32.store (i32.const 20) (i32.const 0))
             (i32.const 16))
-          (func (export "cabi_post_alkdev:hub/routing@0.2.0#choose") (param i32)
+          (func (export "cabi_post_alkdev:hub/routing@{version}#choose") (param i32)
             (global.set $heap (i32.const 1024)))
         )"#
     );
+    let wit = match version {
+        "0.3.0" => "wit/hub.wit".to_owned(),
+        older => format!("wit/{older}/hub.wit"),
+    };
     let mut resolve = wit_parser::Resolve::default();
     let package = resolve
-        .push_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit/hub.wit"))
+        .push_file(Path::new(env!("CARGO_MANIFEST_DIR")).join(wit))
         .unwrap();
     wat_component::componentize(&wat, &resolve, package, "routing-plugin")
 }

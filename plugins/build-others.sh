@@ -17,7 +17,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 out="$here/dist"
-wit="$root/wit"
+wit="$root/wit/0.2.0"
 force=false
 [ "${1:-}" = "--force" ] && force=true
 
@@ -140,14 +140,51 @@ build() {
     note "$name.wasm built in $(since "$t") ($(stat -c %s "$out/$name.wasm") bytes)"
 }
 
+# stamp FILE TOOLCHAIN INPUT...: records in FILE (custom section
+# `alkhub:source`) a digest of TOOLCHAIN and of the INPUT files (paths
+# relative to the repository), so that the hub treats every build of the
+# same source as one version although componentize-js and componentize-py
+# write different bytes each time (see docs/plugins/authoring.md).
+stamp() {
+    (cd "$root" && python3 - "$@" <<'STAMP'
+import hashlib, sys
+
+file, toolchain, inputs = sys.argv[1], sys.argv[2], sorted(sys.argv[3:])
+digest = hashlib.sha256(f"{toolchain}\0".encode())
+for path in inputs:
+    data = open(path, "rb").read()
+    digest.update(f"{path}\0{len(data)}\0".encode() + data)
+
+
+def leb(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+name = b"alkhub:source"
+body = leb(len(name)) + name + f"sha256:{digest.hexdigest()}".encode()
+with open(file, "ab") as out:
+    out.write(b"\0" + leb(len(body)) + body)
+STAMP
+    )
+}
+
 build_label_affinity() {
     node_modules/.bin/componentize-js label-affinity.js -w "$wit" -n routing-plugin \
         -d stdio -d random -d clocks -d http -d fetch-event -o "$tmp/label-affinity.wasm" >/dev/null
+    stamp "$tmp/label-affinity.wasm" "" plugins/label-affinity/{label-affinity.js,policy.js,package-lock.json} \
+        wit/0.2.0/hub.wit
 }
 
 build_sticky() {
     .venv/bin/componentize-py -q -d "$wit" -w routing-plugin componentize --stub-wasi app \
         -o "$tmp/sticky.wasm"
+    stamp "$tmp/sticky.wasm" "componentize-py $COMPONENTIZE_PY_VERSION" plugins/sticky/{app.py,policy.py} \
+        wit/0.2.0/hub.wit
 }
 
 build_round_robin() {

@@ -253,6 +253,125 @@ async fn affinity_follows_labels() {
     }
 }
 
+/// A 0.3.0 routing component (from `wit/hub.wit`) with `imports`, whose
+/// `choose` runs `body`. Data: "region" at 512, "no region" at 520, "no
+/// match" at 532.
+fn wat_router_v3(imports: &str, body: &str) -> Vec<u8> {
+    let allocator = common::wat::BUMP_ALLOCATOR;
+    let wat = format!(
+        r#"(module
+          {imports}
+          {allocator}
+          (data (i32.const 512) "region")
+          (data (i32.const 520) "no region")
+          (data (i32.const 532) "no match")
+          (func (export "alkdev:hub/routing@0.3.0#choose")
+            (param i32 i32 i32 i64 i32 i32) (result i32)
+            (local $i i32)
+            {body})
+          (func (export "cabi_post_alkdev:hub/routing@0.3.0#choose") (param i32)
+            (global.set $heap (i32.const 1024)))
+        )"#
+    );
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve
+        .push_file(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit/hub.wit"))
+        .unwrap();
+    common::wat::componentize(&wat, &resolve, package, "routing-plugin")
+}
+
+/// `refuse(reason)`, the reason's bytes at `ptr`.
+fn refuse(ptr: u32, len: u32) -> String {
+    format!(
+        "(i32.store8 (i32.const 16) (i32.const 2)) (i32.store (i32.const 20) (i32.const {ptr})) \
+         (i32.store (i32.const 24) (i32.const {len})) (return (i32.const 16))"
+    )
+}
+
+#[tokio::test]
+async fn batch_reads_of_0_3_0_answer_for_every_candidate_in_one_call() {
+    // Pins each call to the candidates whose `region` label equals the
+    // call's `region` metadata, compared on the hub's side.
+    let pin = wat_router_v3(
+        r#"(import "alkdev:hub/call-details@0.3.0" "metadata" (func $metadata (param i32 i32 i32)))
+           (import "alkdev:hub/call-details@0.3.0" "candidates-with-label" (func $with_label (param i32 i32 i32 i32 i32)))"#,
+        &format!(
+            "(call $metadata (i32.const 512) (i32.const 6) (i32.const 64))
+             (if (i32.eqz (i32.load8_u (i32.const 64))) (then {no_region}))
+             (call $with_label (i32.const 512) (i32.const 6)
+                   (i32.load (i32.const 68)) (i32.load (i32.const 72)) (i32.const 80))
+             (if (i32.eqz (i32.load (i32.const 84))) (then {no_match}))
+             (i32.store8 (i32.const 16) (i32.const 0))
+             (i32.store (i32.const 20) (i32.load (i32.load (i32.const 80))))
+             (i32.const 16)",
+            no_region = refuse(520, 9),
+            no_match = refuse(532, 8),
+        ),
+    );
+    let hub = routed_hub(pin, Default::default()).await;
+    let log = Arc::<Mutex<Vec<String>>>::default();
+    let _eu = worker(&hub, "eu-1", &[("region", "eu")], log.clone(), 0).await;
+    let _none = worker(&hub, "plain", &[], log.clone(), 0).await;
+    let _us = worker(
+        &hub,
+        "us-1",
+        &[("region", "us"), ("zone", "b")],
+        log.clone(),
+        0,
+    )
+    .await;
+    let client = hub.client("app", &[]).await;
+    for _ in 0..3 {
+        assert_eq!(
+            call_with_meta(&client, &[("region", "us")]).await.unwrap(),
+            "us-1"
+        );
+        assert_eq!(
+            call_with_meta(&client, &[("region", "eu")]).await.unwrap(),
+            "eu-1"
+        );
+    }
+    let refused = call_with_meta(&client, &[("region", "ap")])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.starts_with("ROUTING_ERROR") && refused.contains("no match"),
+        "{refused}"
+    );
+    let refused = call_with_meta(&client, &[]).await.unwrap_err();
+    assert!(refused.contains("no region"), "{refused}");
+
+    // Chooses the last candidate that has a `region` label, from one
+    // `provider-label-all` read (entries of 12 bytes: tag, pointer, length).
+    let last_labelled = wat_router_v3(
+        r#"(import "alkdev:hub/call-details@0.3.0" "provider-label-all" (func $label_all (param i32 i32 i32)))"#,
+        &format!(
+            "(call $label_all (i32.const 512) (i32.const 6) (i32.const 80))
+             (if (i32.ne (i32.load (i32.const 84)) (local.get 5)) (then (unreachable)))
+             (local.set $i (local.get 5))
+             (block $found (loop $back
+               (if (i32.eqz (local.get $i)) (then {no_match}))
+               (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+               (br_if $found (i32.load8_u (i32.add (i32.load (i32.const 80))
+                                                   (i32.mul (local.get $i) (i32.const 12)))))
+               (br $back)))
+             (i32.store8 (i32.const 16) (i32.const 0))
+             (i32.store (i32.const 20) (local.get $i))
+             (i32.const 16)",
+            no_match = refuse(532, 8),
+        ),
+    );
+    let hub = routed_hub(last_labelled, Default::default()).await;
+    let _eu = worker(&hub, "eu-1", &[("region", "eu")], log.clone(), 0).await;
+    let _none = worker(&hub, "plain", &[], log.clone(), 0).await;
+    let client = hub.client("app", &[]).await;
+    for _ in 0..3 {
+        assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "eu-1");
+    }
+    let status = plugins_status(&hub, &hub.token(PrincipalKind::Client, "ops", &[]).await).await;
+    assert_eq!(plugin(&status, "bad")["witVersion"], "0.3.0");
+}
+
 #[tokio::test]
 async fn sticky_keeps_keys_on_their_provider_and_moves_only_the_departed_ones() {
     let hub = hub_routing(
@@ -597,7 +716,7 @@ async fn a_component_of_the_wrong_world_is_refused_naming_the_missing_export() {
     let wrong = plugin(&status, "wrong");
     assert_eq!(wrong["status"], "failed");
     let error = wrong["error"].as_str().unwrap();
-    assert!(error.contains("alkdev:hub/routing@0.2.0"), "{error}");
+    assert!(error.contains("alkdev:hub/routing@0.3.0"), "{error}");
     assert!(error.contains("hello"), "{error}");
 
     let file = hub.files.path().join("plugins/wrong.wasm");
@@ -608,7 +727,7 @@ async fn a_component_of_the_wrong_world_is_refused_naming_the_missing_export() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("alkdev:hub/routing@0.2.0"), "{stderr}");
+    assert!(stderr.contains("alkdev:hub/routing@0.3.0"), "{stderr}");
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
         .args(["plugin", "check"])
         .arg(shipped("least-in-flight"))
@@ -699,6 +818,66 @@ async fn replacing_the_routing_plugin_changes_routing_without_a_restart() {
     for _ in 0..3 {
         assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "b");
     }
+}
+
+#[tokio::test]
+async fn a_rebuild_recording_the_same_source_is_the_same_version() {
+    let source = |component: Vec<u8>, record: &[u8]| {
+        common::wat::with_custom_section(&component, "alkhub:source", record)
+    };
+    let first = source(wat_router(CHOOSE_FIRST), b"sha256:one");
+    let hub = routed_hub(first.clone(), Default::default()).await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "a");
+    let token = hub.token(PrincipalKind::Client, "ops", &[]).await;
+    let status = plugins_status(&hub, &token).await;
+    let version = plugin(&status, "bad")["version"].clone();
+    assert_eq!(
+        version,
+        alkhub::plugins::component_digest(&first)[..16],
+        "{status}"
+    );
+    assert_ne!(
+        version,
+        alkhub::crypto::sha256_hex(&first)[..16],
+        "{status}"
+    );
+
+    // Other bytes recording the same source: the build of a toolchain
+    // whose output varies. The hub keeps the version it has (here a
+    // different router, to show that it did not load it).
+    let second = wat_router("(i32.store8 (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 1)) (i32.const 16)");
+    let path = hub.files.path().join("plugins/bad.wasm");
+    let aside = hub.files.path().join("plugins/bad.wasm.new");
+    std::fs::write(&aside, source(second.clone(), b"sha256:one")).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = plugins_status(&hub, &token).await;
+    assert_eq!(
+        (
+            status["reloads"].clone(),
+            plugin(&status, "bad")["version"].clone()
+        ),
+        (json!(0), version),
+        "{status}"
+    );
+    assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "a");
+
+    // A new record is a new version.
+    std::fs::write(&aside, source(second, b"sha256:two")).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    // Up to 20 s: the skeleton tests running alongside load the machine.
+    let mut served = false;
+    for _ in 0..400 {
+        if call_with_meta(&client, &[]).await.unwrap() == "b" {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = plugins_status(&hub, &token).await;
+    assert!(served, "the new source never served: {status}");
+    assert_eq!(status["reloads"], 1, "{status}");
 }
 
 #[tokio::test]
@@ -977,13 +1156,13 @@ async fn a_plugin_of_the_wrong_world_in_a_role_is_bypassed_not_quarantined() {
 #[tokio::test]
 async fn a_swap_in_progress_is_shown_while_the_new_version_compiles() {
     let hub = hub_with(|_| {}).await;
-    // A JavaScript component takes seconds to compile. A custom section at
-    // its end gives it a digest of its own, so nothing has compiled it yet.
-    let mut component = std::fs::read(shipped("label-affinity")).unwrap();
-    let payload = b"\x04swap0123456789";
-    component.push(0);
-    component.push(payload.len() as u8);
-    component.extend_from_slice(payload);
+    // A JavaScript component takes seconds to compile. A source record of
+    // its own gives it a digest of its own, so nothing has compiled it yet.
+    let component = common::wat::with_custom_section(
+        &std::fs::read(shipped("label-affinity")).unwrap(),
+        "alkhub:source",
+        b"swap0123456789",
+    );
     let path = hub.files.path().join("plugins/slow.wasm");
     let aside = hub.files.path().join("plugins/slow.wasm.new");
     std::fs::write(&aside, &component).unwrap();
@@ -1176,6 +1355,29 @@ fn new_plugin(name: &str, lang: &str, world: &str) -> (tempfile::TempDir, PathBu
         );
     }
     let component = project.join(format!("{name}.wasm"));
+    if matches!(lang, "js" | "python") && world == "routing" {
+        // Their toolchains' output varies from build to build; the source
+        // recorded in the component keeps it one version to the hub.
+        let first = std::fs::read(&component).unwrap();
+        let again = std::process::Command::new("bash")
+            .arg("build.sh")
+            .current_dir(&project)
+            .output()
+            .unwrap();
+        assert!(again.status.success(), "{lang}: the second build failed");
+        let second = std::fs::read(&component).unwrap();
+        let digest = alkhub::plugins::component_digest;
+        assert_ne!(
+            digest(&first),
+            alkhub::crypto::sha256_hex(&first),
+            "{lang}: the build recorded no source"
+        );
+        assert_eq!(
+            digest(&first),
+            digest(&second),
+            "{lang}: one source, two versions"
+        );
+    }
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_alkhub"))
         .args(["plugin", "check"])
         .arg(&component)

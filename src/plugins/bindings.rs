@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::runner::Limiter;
 use crate::policy::{Candidate, RouteCall};
 
-/// The routing world, 0.2.0.
+/// The routing world, 0.3.0.
 pub mod routing {
     wasmtime::component::bindgen!({
         world: "routing-plugin",
@@ -27,11 +27,29 @@ pub mod routing {
     });
 }
 
-/// The remap world, 0.2.0.
+/// The remap world, 0.3.0.
 pub mod remap {
     wasmtime::component::bindgen!({
         world: "remap-plugin",
         path: "wit",
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
+}
+
+/// The routing world, 0.2.0: `call-details` without the batch reads.
+pub mod routing_v2 {
+    wasmtime::component::bindgen!({
+        world: "routing-plugin",
+        path: "wit/0.2.0",
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
+}
+
+/// The remap world, 0.2.0.
+pub mod remap_v2 {
+    wasmtime::component::bindgen!({
+        world: "remap-plugin",
+        path: "wit/0.2.0",
         ownership: Borrowing { duplicate_if_necessary: false },
     });
 }
@@ -184,11 +202,13 @@ macro_rules! impl_host {
 
 impl_host!(routing);
 impl_host!(remap);
+impl_host!(routing_v2);
+impl_host!(remap_v2);
 impl_host!(routing_v1);
 impl_host!(remap_v1);
 
 /// The strings of the call being routed, copied for the `call-details`
-/// import (routing 0.2.0). The buffers keep their capacity from one decision
+/// import (routing 0.2.0 and later). The buffers keep their capacity from one decision
 /// to the next, so a warm instance copies without allocating; plugins that
 /// do not import `call-details` skip the copy.
 #[derive(Debug, Default)]
@@ -270,81 +290,124 @@ impl Details {
             .map(|(_, v)| self.text(v))
     }
 
-    fn labels_of(
-        &self,
-        pairs: &[(Range<usize>, Range<usize>)],
-    ) -> Vec<routing::alkdev::hub::types::Label> {
-        pairs
-            .iter()
-            .map(|(k, v)| routing::alkdev::hub::types::Label {
-                key: self.text(k),
-                value: self.text(v),
-            })
-            .collect()
-    }
-
     fn candidate(&self, index: u32) -> Option<&CandidateDetails> {
         self.candidates.get(index as usize)
     }
-}
 
-impl routing::alkdev::hub::call_details::Host for PluginState {
-    fn operation_id(&mut self) -> String {
-        self.details.text(&self.details.operation_id)
+    fn labels(&self, c: &CandidateDetails) -> &[(Range<usize>, Range<usize>)] {
+        &self.labels[c.labels.clone()]
     }
 
-    fn caller_id(&mut self) -> Option<String> {
-        self.details
-            .caller_id
-            .as_ref()
-            .map(|r| self.details.text(r))
-    }
-
-    fn caller_scopes(&mut self) -> Vec<String> {
-        self.details
-            .scopes
+    /// Label `key` of every candidate, in candidate order.
+    fn label_of_each(&self, key: &str) -> Vec<Option<String>> {
+        self.candidates
             .iter()
-            .map(|r| self.details.text(r))
+            .map(|c| self.find(self.labels(c), key))
             .collect()
     }
 
-    fn metadata(&mut self, key: String) -> Option<String> {
-        self.details.find(&self.details.metadata, &key)
+    /// The candidates whose label `key` is `value`, ascending.
+    fn with_label(&self, key: &str, value: &str) -> Vec<u32> {
+        (0..self.candidates.len() as u32)
+            .filter(|&i| {
+                self.labels(&self.candidates[i as usize])
+                    .iter()
+                    .any(|(k, v)| self.text[k.clone()] == *key && self.text[v.clone()] == *value)
+            })
+            .collect()
     }
+}
 
-    fn all_metadata(&mut self) -> Vec<routing::alkdev::hub::types::Label> {
-        self.details.labels_of(&self.details.metadata)
-    }
+/// The `call-details` functions every version since 0.2.0 has, for the
+/// bindings module `$world`; a block after it adds a version's newer ones.
+macro_rules! impl_call_details {
+    ($world:ident $({ $($extra:tt)* })?) => {
+        impl $world::alkdev::hub::call_details::Host for PluginState {
+            fn operation_id(&mut self) -> String {
+                self.details.text(&self.details.operation_id)
+            }
 
-    fn registration_id(&mut self, index: u32) -> String {
-        self.details
-            .candidate(index)
-            .map(|c| self.details.text(&c.registration_id))
-            .unwrap_or_default()
-    }
+            fn caller_id(&mut self) -> Option<String> {
+                self.details
+                    .caller_id
+                    .as_ref()
+                    .map(|r| self.details.text(r))
+            }
 
-    fn provider_id(&mut self, index: u32) -> String {
-        self.details
-            .candidate(index)
-            .map(|c| self.details.text(&c.provider_id))
-            .unwrap_or_default()
-    }
+            fn caller_scopes(&mut self) -> Vec<String> {
+                self.details
+                    .scopes
+                    .iter()
+                    .map(|r| self.details.text(r))
+                    .collect()
+            }
 
-    fn provider_label(&mut self, index: u32, key: String) -> Option<String> {
-        let c = self.details.candidate(index)?;
-        self.details
-            .find(&self.details.labels[c.labels.clone()], &key)
-    }
+            fn metadata(&mut self, key: String) -> Option<String> {
+                self.details.find(&self.details.metadata, &key)
+            }
 
-    fn provider_labels(&mut self, index: u32) -> Vec<routing::alkdev::hub::types::Label> {
-        match self.details.candidate(index) {
-            Some(c) => self
-                .details
-                .labels_of(&self.details.labels[c.labels.clone()]),
-            None => Vec::new(),
+            fn all_metadata(&mut self) -> Vec<$world::alkdev::hub::types::Label> {
+                let d = &self.details;
+                d.metadata
+                    .iter()
+                    .map(|(k, v)| $world::alkdev::hub::types::Label {
+                        key: d.text(k),
+                        value: d.text(v),
+                    })
+                    .collect()
+            }
+
+            fn registration_id(&mut self, index: u32) -> String {
+                self.details
+                    .candidate(index)
+                    .map(|c| self.details.text(&c.registration_id))
+                    .unwrap_or_default()
+            }
+
+            fn provider_id(&mut self, index: u32) -> String {
+                self.details
+                    .candidate(index)
+                    .map(|c| self.details.text(&c.provider_id))
+                    .unwrap_or_default()
+            }
+
+            fn provider_label(&mut self, index: u32, key: String) -> Option<String> {
+                let c = self.details.candidate(index)?;
+                self.details.find(self.details.labels(c), &key)
+            }
+
+            fn provider_labels(&mut self, index: u32) -> Vec<$world::alkdev::hub::types::Label> {
+                let d = &self.details;
+                d.candidate(index)
+                    .map(|c| {
+                        d.labels(c)
+                            .iter()
+                            .map(|(k, v)| $world::alkdev::hub::types::Label {
+                                key: d.text(k),
+                                value: d.text(v),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+
+            $($($extra)*)?
+        }
+    };
+}
+
+impl_call_details! {
+    routing {
+        fn provider_label_all(&mut self, key: String) -> Vec<Option<String>> {
+            self.details.label_of_each(&key)
+        }
+
+        fn candidates_with_label(&mut self, key: String, value: String) -> Vec<u32> {
+            self.details.with_label(&key, &value)
         }
     }
 }
+impl_call_details!(routing_v2);
 
 #[cfg(test)]
 mod tests {
@@ -413,12 +476,21 @@ mod tests {
         assert_eq!(state.provider_labels(0).len(), 1);
         assert_eq!(state.provider_id(2), "", "out of range");
         assert!(state.provider_labels(9).is_empty());
+        assert_eq!(
+            state.provider_label_all("zone".into()),
+            [Some("a".to_owned()), None]
+        );
+        assert_eq!(state.candidates_with_label("zone".into(), "a".into()), [0]);
+        assert!(state
+            .candidates_with_label("zone".into(), "b".into())
+            .is_empty());
 
         state.details.clear();
         assert_eq!(state.operation_id(), "");
         assert_eq!(state.caller_id(), None);
         assert!(state.all_metadata().is_empty());
         assert_eq!(state.registration_id(0), "");
+        assert!(state.provider_label_all("zone".into()).is_empty());
     }
 
     #[test]

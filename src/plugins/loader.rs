@@ -15,7 +15,7 @@ use serde::Serialize;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::Engine;
 
-use super::bindings::{remap, remap_v1, routing, routing_v1, PluginState};
+use super::bindings::{remap, remap_v1, remap_v2, routing, routing_v1, routing_v2, PluginState};
 use super::runner::{Plugin, Prepared};
 use crate::config::PluginLimits;
 use crate::crypto::sha256_hex;
@@ -67,10 +67,8 @@ pub fn engine() -> &'static Engine {
 /// Compiles and links components.
 pub struct Loader {
     engine: Engine,
-    routing_linker: Linker<PluginState>,
-    remap_linker: Linker<PluginState>,
-    routing_v1_linker: Linker<PluginState>,
-    remap_v1_linker: Linker<PluginState>,
+    /// Every version of both worlds: their import names differ by version.
+    linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
     /// Components compiled by this loader.
     pub compiled: AtomicU64,
@@ -78,14 +76,17 @@ pub struct Loader {
     pub cache_hits: AtomicU64,
 }
 
-fn linker<F>(engine: &Engine, add_world: F) -> anyhow::Result<Linker<PluginState>>
-where
-    F: FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
-{
+/// A linker offering WASI (with nothing granted, for guests whose
+/// toolchains import it) and the hub's imports of every published version.
+fn linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
-    // WASI with nothing granted, for guests whose toolchains import it.
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    add_world(&mut linker)?;
+    // A version's routing world imports everything its remap world does
+    // (`host`, `types`), which may be linked only once.
+    let l = &mut linker;
+    routing::RoutingPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)?;
+    routing_v2::RoutingPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)?;
+    routing_v1::RoutingPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)?;
     Ok(linker)
 }
 
@@ -126,18 +127,7 @@ impl Loader {
     pub fn uncached() -> anyhow::Result<Self> {
         let engine = engine().clone();
         Ok(Loader {
-            routing_linker: linker(&engine, |l| {
-                routing::RoutingPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
-            })?,
-            remap_linker: linker(&engine, |l| {
-                remap::RemapPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
-            })?,
-            routing_v1_linker: linker(&engine, |l| {
-                routing_v1::RoutingPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
-            })?,
-            remap_v1_linker: linker(&engine, |l| {
-                remap_v1::RemapPlugin::add_to_linker::<_, HasSelf<PluginState>>(l, |s| s)
-            })?,
+            linker: linker(&engine)?,
             engine,
             cache_dir: None,
             compiled: AtomicU64::new(0),
@@ -154,7 +144,7 @@ impl Loader {
         settings: Arc<str>,
         limits: PluginLimits,
     ) -> anyhow::Result<Plugin> {
-        let digest = sha256_hex(bytes);
+        let digest = component_digest(bytes);
         let component = self.compile(bytes, &digest)?;
         let prepared = self.prepare(&component)?;
         Ok(Plugin::new(
@@ -303,41 +293,39 @@ impl Loader {
     /// Checks the component against both worlds, in every published
     /// version, and prepares its instances.
     fn prepare(&self, component: &Component) -> anyhow::Result<Prepared> {
-        let routing_err = match self
-            .routing_linker
-            .instantiate_pre(component)
-            .and_then(routing::RoutingPluginPre::new)
-        {
-            Ok(pre) => {
-                let reads_details = component
-                    .component_type()
-                    .imports(&self.engine)
-                    .any(|(name, _)| name.starts_with(CALL_DETAILS));
-                return Ok(Prepared::Routing(pre, reads_details));
-            }
+        let reads_details = || {
+            component
+                .component_type()
+                .imports(&self.engine)
+                .any(|(name, _)| name.starts_with(CALL_DETAILS))
+        };
+        // Linking fails only for imports the hub does not offer at all.
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            anyhow!(
+                "the component imports what the hub does not offer ({e:#}); a plugin may import \
+                 `alkdev:hub/host`, `alkdev:hub/types` and (routing) `alkdev:hub/call-details` of \
+                 version 0.3.0, 0.2.0 or 0.1.0, and WASI, which grants nothing"
+            )
+        })?;
+        let routing_err = match routing::RoutingPluginPre::new(pre.clone()) {
+            Ok(p) => return Ok(Prepared::Routing(p, reads_details())),
             Err(e) => e,
         };
-        let remap_err = match self
-            .remap_linker
-            .instantiate_pre(component)
-            .and_then(remap::RemapPluginPre::new)
-        {
-            Ok(pre) => return Ok(Prepared::Remap(pre)),
+        let remap_err = match remap::RemapPluginPre::new(pre.clone()) {
+            Ok(p) => return Ok(Prepared::Remap(p)),
             Err(e) => e,
         };
-        if let Ok(pre) = self
-            .routing_v1_linker
-            .instantiate_pre(component)
-            .and_then(routing_v1::RoutingPluginPre::new)
-        {
-            return Ok(Prepared::RoutingV1(pre));
+        if let Ok(p) = routing_v2::RoutingPluginPre::new(pre.clone()) {
+            return Ok(Prepared::RoutingV2(p, reads_details()));
         }
-        if let Ok(pre) = self
-            .remap_v1_linker
-            .instantiate_pre(component)
-            .and_then(remap_v1::RemapPluginPre::new)
-        {
-            return Ok(Prepared::RemapV1(pre));
+        if let Ok(p) = remap_v2::RemapPluginPre::new(pre.clone()) {
+            return Ok(Prepared::RemapV2(p));
+        }
+        if let Ok(p) = routing_v1::RoutingPluginPre::new(pre.clone()) {
+            return Ok(Prepared::RoutingV1(p));
+        }
+        if let Ok(p) = remap_v1::RemapPluginPre::new(pre) {
+            return Ok(Prepared::RemapV1(p));
         }
         let exports: Vec<String> = component
             .component_type()
@@ -345,10 +333,11 @@ impl Loader {
             .map(|(name, _)| name.to_owned())
             .collect();
         Err(anyhow!(
-            "the component implements neither world of alkdev:hub@0.2.0 (nor of 0.1.0): it must export \
-             `alkdev:hub/routing@0.2.0` (routing-plugin) or `alkdev:hub/remap@0.2.0` (remap-plugin) \
-             and import nothing but `alkdev:hub/host@0.2.0`, `alkdev:hub/types@0.2.0`, \
-             `alkdev:hub/call-details@0.2.0` (routing) and WASI; it exports [{}]. \
+            "the component implements neither world of alkdev:hub@0.3.0 (nor of 0.2.0 or 0.1.0): it \
+             must export `alkdev:hub/routing@0.3.0` (routing-plugin) or `alkdev:hub/remap@0.3.0` \
+             (remap-plugin) and import nothing but `alkdev:hub/host@0.3.0`, \
+             `alkdev:hub/types@0.3.0`, `alkdev:hub/call-details@0.3.0` (routing) and WASI; it \
+             exports [{}]. \
              As routing-plugin: {routing_err:#}. As remap-plugin: {remap_err:#}",
             exports.join(", ")
         ))
@@ -393,6 +382,72 @@ fn read_cache_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(file)
 }
 
+/// The custom section in which a build records what it was built from.
+pub const SOURCE_SECTION: &str = "alkhub:source";
+
+/// The longest `alkhub:source` record the hub reads; a longer one is ignored.
+pub const MAX_SOURCE_RECORD: usize = 1024;
+
+/// What identifies a component to the compile cache and to reloads (the
+/// first 16 hex digits are its `version`): the SHA-256 of its bytes, or,
+/// when its build recorded what it was built from in a top-level custom
+/// section `alkhub:source` (the last one counts; 1 to 1,024 bytes), the
+/// SHA-256 of that record. Toolchains whose output differs from one build
+/// of the same source to the next (componentize-js, componentize-py) are
+/// then one version per source, compiled once.
+pub fn component_digest(bytes: &[u8]) -> String {
+    match source_record(bytes) {
+        Some(record) => {
+            let mut named = SOURCE_SECTION.as_bytes().to_vec();
+            named.push(b'\n');
+            named.extend_from_slice(record);
+            sha256_hex(&named)
+        }
+        None => sha256_hex(bytes),
+    }
+}
+
+/// The payload of the last top-level custom section `alkhub:source`, when
+/// it holds 1 to [`MAX_SOURCE_RECORD`] bytes. Nested modules and components
+/// are inside their sections and never looked at; anything malformed is
+/// no record (compiling reports it).
+fn source_record(bytes: &[u8]) -> Option<&[u8]> {
+    // `\0asm`, then a 4-byte version and layer.
+    let mut rest = bytes.strip_prefix(b"\0asm")?.get(4..)?;
+    let mut found = None;
+    while let Some((&id, after_id)) = rest.split_first() {
+        let (size, after_size) = leb128_u32(after_id)?;
+        let body = after_size.get(..size)?;
+        rest = &after_size[size..];
+        if id != 0 {
+            continue;
+        }
+        let (name_len, after_len) = leb128_u32(body)?;
+        let name = after_len.get(..name_len)?;
+        let payload = &after_len[name_len..];
+        if name == SOURCE_SECTION.as_bytes() {
+            found = (1..=MAX_SOURCE_RECORD)
+                .contains(&payload.len())
+                .then_some(payload);
+        }
+    }
+    found
+}
+
+/// An unsigned LEB128 number of at most 5 bytes, and what follows it.
+fn leb128_u32(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return u32::try_from(value)
+                .ok()
+                .map(|v| (v as usize, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
 /// The import name prefix of `call-details`, any version.
 const CALL_DETAILS: &str = "alkdev:hub/call-details@";
 
@@ -416,7 +471,7 @@ pub struct CheckReport {
 pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let loader = Loader::uncached()?;
-    let component = loader.compile(&bytes, &sha256_hex(&bytes))?;
+    let component = loader.compile(&bytes, &component_digest(&bytes))?;
     let prepared = loader.prepare(&component)?;
     let ty = component.component_type();
     Ok(CheckReport {
@@ -452,6 +507,60 @@ mod tests {
         ] {
             assert!(!is_cache_file(&other), "{other}");
         }
+    }
+
+    /// `component` with a custom section `name` holding `payload` at its end.
+    fn with_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![name.len() as u8];
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(payload);
+        let mut out = component.to_vec();
+        out.push(0);
+        // The size as a two-byte LEB128, as a toolchain may write it.
+        out.extend_from_slice(&[(body.len() as u8 & 0x7f) | 0x80, (body.len() >> 7) as u8]);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn a_recorded_source_identifies_a_component_whatever_its_bytes() {
+        let (_, bytes) = super::super::EMBEDDED[1];
+        assert_eq!(component_digest(bytes), sha256_hex(bytes), "no record");
+        let other_name = with_section(bytes, "note", b"sha256:1");
+        assert_eq!(component_digest(&other_name), sha256_hex(&other_name));
+
+        let stamped = with_section(bytes, SOURCE_SECTION, b"sha256:1");
+        let rebuilt = with_section(
+            &with_section(bytes, "note", b"x"),
+            SOURCE_SECTION,
+            b"sha256:1",
+        );
+        assert_ne!(stamped, rebuilt);
+        assert_eq!(component_digest(&stamped), component_digest(&rebuilt));
+        assert_ne!(component_digest(&stamped), sha256_hex(&stamped));
+
+        let restamped = with_section(&stamped, SOURCE_SECTION, b"sha256:2");
+        assert_ne!(
+            component_digest(&restamped),
+            component_digest(&stamped),
+            "the last counts"
+        );
+        let empty = with_section(bytes, SOURCE_SECTION, b"");
+        assert_eq!(component_digest(&empty), sha256_hex(&empty));
+        let huge = with_section(bytes, SOURCE_SECTION, &[b'x'; MAX_SOURCE_RECORD + 1]);
+        assert_eq!(component_digest(&huge), sha256_hex(&huge));
+        let mut cut = stamped.clone();
+        cut.truncate(cut.len() - 3);
+        assert_eq!(
+            component_digest(&cut),
+            sha256_hex(&cut),
+            "malformed: no record"
+        );
+        assert_eq!(component_digest(b"not wasm"), sha256_hex(b"not wasm"));
+        assert!(Loader::uncached()
+            .unwrap()
+            .compile(&stamped, &component_digest(&stamped))
+            .is_ok());
     }
 
     #[test]

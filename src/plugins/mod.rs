@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::config::PluginsConfig;
 use crate::policy::{LeastInFlight, NativeRemap, RemapPolicy, RoutingPolicy};
 
-pub use loader::{check_file, CheckReport, World};
+pub use loader::{check_file, component_digest, CheckReport, World};
 pub use policies::RoutingTable;
 use runner::Plugin;
 pub use trial::{run_file, Trial, TrialInput};
@@ -58,7 +58,7 @@ fn embedded_versions() -> impl Iterator<Item = String> {
         .get_or_init(|| {
             EMBEDDED
                 .iter()
-                .map(|(_, bytes)| crate::crypto::sha256_hex(bytes)[..16].to_owned())
+                .map(|(_, bytes)| loader::component_digest(bytes)[..16].to_owned())
                 .collect()
         })
         .iter()
@@ -110,7 +110,7 @@ pub struct PluginStatus {
     pub world: Option<World>,
     /// The first 16 hex digits of the SHA-256 of the component.
     pub version: Option<String>,
-    /// The version of `alkdev:hub` it was built against (`0.2.0`).
+    /// The version of `alkdev:hub` it was built against (`0.3.0`).
     pub wit_version: Option<&'static str>,
     /// `active`, `quarantined`, `failed` (its file did not load),
     /// `loading` (its first version is compiling) or `missing` (the
@@ -508,7 +508,7 @@ impl PluginHost {
     fn serves_unchanged(&self, name: &str, bytes: &[u8]) -> bool {
         let plugins = self.inner.plugins.read().unwrap();
         plugins.get(name).is_some_and(|p| {
-            p.path.is_some() && crate::crypto::sha256_hex(bytes).starts_with(p.version.as_str())
+            p.path.is_some() && loader::component_digest(bytes).starts_with(p.version.as_str())
         })
     }
 
@@ -664,14 +664,16 @@ impl PluginHost {
 }
 
 /// Mean cost of one routing decision of `component` (with `settings`), over
-/// `n` decisions among three candidates, either on one warm instance or on a
-/// new instance each time. For benchmarks.
+/// `n` decisions among `among` candidates (labelled `region` = eu, us, ap in
+/// turn, and `zone`; the call's metadata has `region` = us), either on one
+/// warm instance or on a new instance each time. For benchmarks.
 #[doc(hidden)]
 pub fn measure_routing(
     component: &[u8],
     settings: &str,
     n: u32,
     warm: bool,
+    among: usize,
 ) -> anyhow::Result<std::time::Duration> {
     use crate::policy::{Candidate, RouteCall};
     let loader = loader::Loader::uncached()?;
@@ -680,15 +682,19 @@ pub fn measure_routing(
         ..Default::default()
     };
     let plugin = loader.load("bench", component, None, settings.into(), limits)?;
-    let labels: Vec<BTreeMap<String, String>> = ["eu", "us", "ap"]
-        .iter()
-        .map(|r| BTreeMap::from([("region".to_owned(), r.to_string())]))
+    let labels: Vec<BTreeMap<String, String>> = (0..among)
+        .map(|i| {
+            BTreeMap::from([
+                ("region".to_owned(), ["eu", "us", "ap"][i % 3].to_owned()),
+                ("zone".to_owned(), format!("z{i}")),
+            ])
+        })
         .collect();
-    let ids = ["p0", "p1", "p2"];
-    let candidates: Vec<Candidate<'_>> = (0..3)
+    let ids: Vec<String> = (0..among).map(|i| format!("p{i}")).collect();
+    let candidates: Vec<Candidate<'_>> = (0..among)
         .map(|i| Candidate {
-            registration_id: ids[i],
-            provider_id: ids[i],
+            registration_id: &ids[i],
+            provider_id: &ids[i],
             labels: &labels[i],
             in_flight: i as u32,
             connected_at_ms: 0,

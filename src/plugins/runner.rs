@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, Store};
 
 use super::bindings::{
-    one_line, remap, remap_v1, routing, routing_v1, PluginState, MAX_CAPTURED, MAX_MESSAGE,
+    one_line, remap, remap_v1, remap_v2, routing, routing_v1, routing_v2, PluginState,
+    MAX_CAPTURED, MAX_MESSAGE,
 };
 use super::loader::{engine, World, EPOCH_TICK};
 use super::PluginStatus;
@@ -109,6 +110,10 @@ pub enum Prepared {
     Routing(routing::RoutingPluginPre<PluginState>, bool),
     /// A remap plugin.
     Remap(remap::RemapPluginPre<PluginState>),
+    /// A routing plugin built against 0.2.0; true when it imports `call-details`.
+    RoutingV2(routing_v2::RoutingPluginPre<PluginState>, bool),
+    /// A remap plugin built against 0.2.0.
+    RemapV2(remap_v2::RemapPluginPre<PluginState>),
     /// A routing plugin built against 0.1.0.
     RoutingV1(routing_v1::RoutingPluginPre<PluginState>),
     /// A remap plugin built against 0.1.0.
@@ -119,15 +124,18 @@ impl Prepared {
     /// The world.
     pub fn world(&self) -> World {
         match self {
-            Prepared::Routing(..) | Prepared::RoutingV1(_) => World::Routing,
-            Prepared::Remap(_) | Prepared::RemapV1(_) => World::Remap,
+            Prepared::Routing(..) | Prepared::RoutingV2(..) | Prepared::RoutingV1(_) => {
+                World::Routing
+            }
+            Prepared::Remap(_) | Prepared::RemapV2(_) | Prepared::RemapV1(_) => World::Remap,
         }
     }
 
     /// The version of `alkdev:hub` the component was built against.
     pub fn wit_version(&self) -> &'static str {
         match self {
-            Prepared::Routing(..) | Prepared::Remap(_) => "0.2.0",
+            Prepared::Routing(..) | Prepared::Remap(_) => "0.3.0",
+            Prepared::RoutingV2(..) | Prepared::RemapV2(_) => "0.2.0",
             Prepared::RoutingV1(_) | Prepared::RemapV1(_) => "0.1.0",
         }
     }
@@ -136,6 +144,8 @@ impl Prepared {
 enum Bound {
     Routing(routing::RoutingPlugin),
     Remap(remap::RemapPlugin),
+    RoutingV2(routing_v2::RoutingPlugin),
+    RemapV2(remap_v2::RemapPlugin),
     RoutingV1(routing_v1::RoutingPlugin),
     RemapV1(remap_v1::RemapPlugin),
 }
@@ -157,7 +167,8 @@ struct Health {
 pub struct Plugin {
     /// Its name.
     pub name: Arc<str>,
-    /// First 16 hex digits of the component's SHA-256.
+    /// First 16 hex digits of the component's digest: of its bytes, or of
+    /// the source its build recorded ([`super::loader::component_digest`]).
     pub version: String,
     /// The file it came from; `None` for an embedded default.
     pub path: Option<PathBuf>,
@@ -182,7 +193,7 @@ pub struct Plugin {
 /// One remap decision through the bindings of one version (each has its own
 /// types, all of the same shape).
 macro_rules! remap_through {
-    ($plugin:ident, $world:ident, $bound:ident, $kind:ident, $op_type:ident, $provider:ident, $op:ident) => {{
+    ($plugin:ident, $world:ident, $bound:ident, $provider:ident, $op:ident) => {{
         use $world::exports::alkdev::hub::remap as r;
         let labels: Vec<_> = $provider
             .labels
@@ -190,7 +201,7 @@ macro_rules! remap_through {
             .map(|(k, v)| $world::alkdev::hub::types::Label { key: k, value: v })
             .collect();
         let w_provider = r::Provider {
-            kind: $kind($provider.kind),
+            kind: $provider.kind.into(),
             id: $provider.id,
             name: $provider.name,
             labels: &labels,
@@ -198,7 +209,7 @@ macro_rules! remap_through {
         let w_op = r::Declared {
             namespace: $op.namespace,
             name: $op.name,
-            type_: $op_type($op.op_type),
+            type_: $op.op_type.into(),
         };
         let answer = $plugin.run(|warm| match &warm.bound {
             Bound::$bound(plugin) => {
@@ -209,6 +220,52 @@ macro_rules! remap_through {
             _ => Err(wasmtime::Error::msg("the instance is of another world")),
         })?;
         Ok(answer.map(|m| (m.namespace, m.name)))
+    }};
+}
+
+/// One routing decision through the bindings of a version with
+/// `call-details` (0.2.0 and later): numbers in the arguments, strings read
+/// on demand.
+macro_rules! route_through {
+    ($plugin:ident, $world:ident, $bound:ident, $call:ident, $candidates:ident, $reads_details:expr) => {{
+        use $world::exports::alkdev::hub::routing as r;
+        let reads_details = $reads_details;
+        let w_call = r::Call {
+            type_: $world::alkdev::hub::types::OperationType::from($call.op_type),
+            caller_kind: $call
+                .caller
+                .map(|c| $world::alkdev::hub::types::PrincipalKind::from(c.kind)),
+            sequence: $call.sequence,
+        };
+        let w_candidates: Vec<r::Candidate> = $candidates
+            .iter()
+            .map(|c| r::Candidate {
+                in_flight: c.in_flight,
+                connected_at_ms: c.connected_at_ms,
+            })
+            .collect();
+        let answer = $plugin.run(|warm| {
+            let Bound::$bound(plugin) = &warm.bound else {
+                return Err(wasmtime::Error::msg("the instance is of another version"));
+            };
+            if reads_details {
+                warm.store.data_mut().details.fill($call, $candidates);
+            }
+            let answer =
+                plugin
+                    .alkdev_hub_routing()
+                    .call_choose(&mut warm.store, w_call, &w_candidates);
+            if reads_details {
+                warm.store.data_mut().details.clear();
+            }
+            answer
+        })?;
+        use r::Decision as D;
+        Ok(match answer {
+            D::Choose(i) => Decision::Choose(i as usize),
+            D::Ordered(order) => Decision::Ordered(order.into_iter().map(|i| i as usize).collect()),
+            D::Refuse(reason) => Decision::Refuse(reason),
+        })
     }};
 }
 
@@ -288,6 +345,8 @@ impl Plugin {
         let bound = match &self.prepared {
             Prepared::Routing(pre, _) => pre.instantiate(&mut store).map(Bound::Routing),
             Prepared::Remap(pre) => pre.instantiate(&mut store).map(Bound::Remap),
+            Prepared::RoutingV2(pre, _) => pre.instantiate(&mut store).map(Bound::RoutingV2),
+            Prepared::RemapV2(pre) => pre.instantiate(&mut store).map(Bound::RemapV2),
             Prepared::RoutingV1(pre) => pre.instantiate(&mut store).map(Bound::RoutingV1),
             Prepared::RemapV1(pre) => pre.instantiate(&mut store).map(Bound::RemapV1),
         };
@@ -371,54 +430,24 @@ impl Plugin {
         candidates: &[Candidate<'_>],
     ) -> Result<Decision, String> {
         match &self.prepared {
-            Prepared::Routing(_, reads_details) => self.route_v2(call, candidates, *reads_details),
+            Prepared::Routing(_, reads_details) => {
+                route_through!(self, routing, Routing, call, candidates, *reads_details)
+            }
+            Prepared::RoutingV2(_, reads_details) => {
+                route_through!(
+                    self,
+                    routing_v2,
+                    RoutingV2,
+                    call,
+                    candidates,
+                    *reads_details
+                )
+            }
             Prepared::RoutingV1(_) => self.route_v1(call, candidates),
-            Prepared::Remap(_) | Prepared::RemapV1(_) => Err("a remap plugin cannot route".into()),
+            Prepared::Remap(_) | Prepared::RemapV2(_) | Prepared::RemapV1(_) => {
+                Err("a remap plugin cannot route".into())
+            }
         }
-    }
-
-    /// 0.2.0: numbers in the arguments, strings through `call-details`.
-    fn route_v2(
-        &self,
-        call: &RouteCall<'_>,
-        candidates: &[Candidate<'_>],
-        reads_details: bool,
-    ) -> Result<Decision, String> {
-        use routing::exports::alkdev::hub::routing as r;
-        let w_call = r::Call {
-            type_: routing_op_type(call.op_type),
-            caller_kind: call.caller.map(|c| routing_kind(c.kind)),
-            sequence: call.sequence,
-        };
-        let w_candidates: Vec<r::Candidate> = candidates
-            .iter()
-            .map(|c| r::Candidate {
-                in_flight: c.in_flight,
-                connected_at_ms: c.connected_at_ms,
-            })
-            .collect();
-        let answer = self.run(|warm| {
-            let Bound::Routing(plugin) = &warm.bound else {
-                return Err(wasmtime::Error::msg("not a 0.2.0 routing plugin"));
-            };
-            if reads_details {
-                warm.store.data_mut().details.fill(call, candidates);
-            }
-            let answer =
-                plugin
-                    .alkdev_hub_routing()
-                    .call_choose(&mut warm.store, w_call, &w_candidates);
-            if reads_details {
-                warm.store.data_mut().details.clear();
-            }
-            answer
-        })?;
-        use r::Decision as D;
-        Ok(match answer {
-            D::Choose(i) => Decision::Choose(i as usize),
-            D::Ordered(order) => Decision::Ordered(order.into_iter().map(|i| i as usize).collect()),
-            D::Refuse(reason) => Decision::Refuse(reason),
-        })
     }
 
     /// 0.1.0: every string of the call in the arguments.
@@ -440,9 +469,9 @@ impl Plugin {
             .unwrap_or_default();
         let w_call = r::Call {
             operation_id: call.operation_id,
-            type_: routing_v1_op_type(call.op_type),
+            type_: call.op_type.into(),
             caller: call.caller.map(|c| r::Caller {
-                kind: routing_v1_kind(c.kind),
+                kind: c.kind.into(),
                 id: &c.id,
                 scopes: &scopes,
             }),
@@ -495,18 +524,11 @@ impl Plugin {
     ) -> Result<RemapResult, String> {
         match &self.prepared {
             Prepared::Remap(_) => {
-                remap_through!(self, remap, Remap, remap_kind, remap_op_type, provider, op)
+                remap_through!(self, remap, Remap, provider, op)
             }
-            Prepared::RemapV1(_) => remap_through!(
-                self,
-                remap_v1,
-                RemapV1,
-                remap_v1_kind,
-                remap_v1_op_type,
-                provider,
-                op
-            ),
-            Prepared::Routing(..) | Prepared::RoutingV1(_) => {
+            Prepared::RemapV1(_) => remap_through!(self, remap_v1, RemapV1, provider, op),
+            Prepared::RemapV2(_) => remap_through!(self, remap_v2, RemapV2, provider, op),
+            Prepared::Routing(..) | Prepared::RoutingV2(..) | Prepared::RoutingV1(_) => {
                 Err("a routing plugin cannot remap".into())
             }
         }
@@ -653,29 +675,28 @@ fn describe_limit(refused: Option<Refused>, limits: &PluginLimits) -> Option<Str
     })
 }
 
-/// The conversions of the shared enums into one world's types.
+/// The conversions of the shared enums into one version's types.
 macro_rules! conversions {
-    ($world:ident, $op_type:ident, $kind:ident) => {
-        fn $op_type(t: OperationType) -> $world::alkdev::hub::types::OperationType {
-            use $world::alkdev::hub::types::OperationType as T;
-            match t {
-                OperationType::Query => T::Query,
-                OperationType::Mutation => T::Mutation,
-                OperationType::Subscription => T::Subscription,
+    ($($world:ident),*) => {$(
+        impl From<OperationType> for $world::alkdev::hub::types::OperationType {
+            fn from(t: OperationType) -> Self {
+                match t {
+                    OperationType::Query => Self::Query,
+                    OperationType::Mutation => Self::Mutation,
+                    OperationType::Subscription => Self::Subscription,
+                }
             }
         }
 
-        fn $kind(k: PrincipalKind) -> $world::alkdev::hub::types::PrincipalKind {
-            use $world::alkdev::hub::types::PrincipalKind as K;
-            match k {
-                PrincipalKind::Spoke => K::Spoke,
-                PrincipalKind::Client => K::Client,
+        impl From<PrincipalKind> for $world::alkdev::hub::types::PrincipalKind {
+            fn from(k: PrincipalKind) -> Self {
+                match k {
+                    PrincipalKind::Spoke => Self::Spoke,
+                    PrincipalKind::Client => Self::Client,
+                }
             }
         }
-    };
+    )*};
 }
 
-conversions!(routing, routing_op_type, routing_kind);
-conversions!(routing_v1, routing_v1_op_type, routing_v1_kind);
-conversions!(remap, remap_op_type, remap_kind);
-conversions!(remap_v1, remap_v1_op_type, remap_v1_kind);
+conversions!(routing, routing_v2, routing_v1, remap, remap_v2, remap_v1);

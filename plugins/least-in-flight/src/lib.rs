@@ -6,7 +6,7 @@
 //! flight. Sampling keeps the decision O(1) and avoids the herd behaviour of
 //! always picking the global minimum when counts are stale.
 
-wit_bindgen::generate!({ world: "routing-plugin", path: "../../wit" });
+wit_bindgen::generate!({ world: "routing-plugin", path: "../../wit/0.2.0" });
 
 use exports::alkdev::hub::routing::{Call, Candidate, Decision, Guest};
 

@@ -12,7 +12,7 @@
 //!
 //! Everything else keeps its declared id.
 
-wit_bindgen::generate!({ world: "remap-plugin", path: "../../wit" });
+wit_bindgen::generate!({ world: "remap-plugin", path: "../../wit/0.2.0" });
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

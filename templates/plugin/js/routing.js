@@ -7,9 +7,9 @@
 // describes every field (in JavaScript they are camelCase: `inFlight`,
 // `connectedAtMs`). The call's strings (operation id, caller, metadata, the
 // candidates' ids and labels) are not in the arguments: import the ones the
-// policy needs from 'alkdev:hub/call-details@0.2.0', e.g. `metadata('user')`,
+// policy needs from 'alkdev:hub/call-details@0.3.0', e.g. `metadata('user')`,
 // here, and hand them to the policy.
-import { log } from 'alkdev:hub/host@0.2.0';
+import { log } from 'alkdev:hub/host@0.3.0';
 import { choose } from './policy.js';
 
 export const routing = {
