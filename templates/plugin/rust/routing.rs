@@ -7,7 +7,10 @@
 //! your policy; `docs/plugins/authoring.md` in the hub describes every field.
 //! The call's strings (operation id, caller, metadata, the candidates' ids
 //! and labels) are not in the arguments: ask `alkdev::hub::call_details`
-//! for the ones the policy needs, e.g. `call_details::metadata("user")`.
+//! for the ones the policy needs, e.g. `call_details::metadata("user")`;
+//! for one label of every candidate ask once, with
+//! `call_details::provider_label_all(key)` or
+//! `call_details::candidates_with_label(key, value)`.
 
 wit_bindgen::generate!({ world: "routing-plugin", path: "wit" });
 
