@@ -3,7 +3,8 @@
 //! P echo providers and C concurrent callers (C calls in flight at all
 //! times, spread over a few client connections) call `bench.echo` with a
 //! ~100-byte JSON input. Prints calls per second and p50/p99 latency in
-//! microseconds for each C, with the default (WebAssembly) router. Run with:
+//! microseconds for each C, with the default (WebAssembly) router; then the
+//! throughput at C=64 with `[metrics]` on against off, as a ratio. Run with:
 //!
 //! ```sh
 //! cargo bench --bench throughput
@@ -35,4 +36,35 @@ async fn main() {
         println!("{concurrency:>4} {rate:>12.0} {p50:>10} {p99:>10}");
     }
     running.shutdown().await.unwrap();
+
+    // What counting calls for /metrics costs: the same hub with metrics on
+    // and off, alternated so that warm-up and drift cancel out.
+    println!();
+    println!("metrics on vs off, C=64, {secs} s per run");
+    let (mut on_total, mut off_total) = (0.0, 0.0);
+    for round in 0..4 {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for enabled in order {
+            let mut config = Config::default();
+            config.metrics.enabled = enabled;
+            let (running, url, token, _dir) = support::echo_hub(config, providers).await;
+            let (rate, p50, p99) = support::measure(&url, &token, 64, secs).await;
+            running.shutdown().await.unwrap();
+            let label = if enabled { "on" } else { "off" };
+            println!("round {round} metrics {label:<3} {rate:>10.0} calls/s  p50 {p50:>6} µs  p99 {p99:>6} µs");
+            if enabled {
+                on_total += rate;
+            } else {
+                off_total += rate;
+            }
+        }
+    }
+    println!(
+        "throughput with metrics / without: {:.3}",
+        on_total / off_total
+    );
 }

@@ -30,6 +30,28 @@ pub struct Config {
     pub mcp: McpServerConfig,
     /// Where WebAssembly plugins are loaded from.
     pub plugins: PluginsConfig,
+    /// What `GET /metrics` reports.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Count calls and serve `GET /metrics` (any valid token may read it).
+    pub enabled: bool,
+    /// Namespaces that get a label of their own in the call metrics; the
+    /// calls of any further namespace are counted under `_other`.
+    pub max_namespaces: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_namespaces: 200,
+        }
+    }
 }
 
 /// `[mcp]`
@@ -565,6 +587,14 @@ call_timeout_ms = 60000
 max_sessions = 1024
 # MCP sessions one principal may have open at once; one more is answered 429.
 max_sessions_per_principal = 16
+
+[metrics]
+# Count calls and serve GET /metrics (OpenMetrics text; any valid token may
+# read it). false: nothing is counted and the route is gone.
+enabled = true
+# Namespaces (an operation id up to its last ".") that get a label of their
+# own in the call metrics; calls of further namespaces count as "_other".
+max_namespaces = 200
 
 [remap]
 # Namespaces whose operations belong to one spoke each: the spoke id is

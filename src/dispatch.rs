@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use crate::catalog::{Catalog, Entry};
 use crate::config::LimitsConfig;
 use crate::connection::{now_ms, BudgetedSender, Connection};
+use crate::metrics::{outcome_of, Metrics, NamespaceStats};
 use crate::policy::{Candidate, Decision, RouteCall, RoutingPolicy};
 use crate::protocol::{
     self, AccessLevel, ErrorCode, ForwardedCall, Identity, OperationType, PrincipalKind,
@@ -120,6 +121,22 @@ enum End {
 }
 
 impl End {
+    /// The outcome label of `/metrics`: `ok` or an error code.
+    fn outcome(&self) -> &'static str {
+        match self {
+            End::Responded(_) | End::Completed => "ok",
+            End::Error(e) => outcome_of(e),
+            End::Timeout(_) => ErrorCode::Timeout.as_str(),
+            End::ProviderGone => ErrorCode::ProviderGone.as_str(),
+            End::CallerAborted
+            | End::CallerGone
+            | End::ProviderAborted
+            | End::ParentEnded
+            | End::ParentAlreadyEnded
+            | End::Shutdown => ErrorCode::Aborted.as_str(),
+        }
+    }
+
     /// Ends that stop the provider's work and the call's children.
     fn is_early(&self) -> bool {
         !matches!(self, End::Responded(_) | End::Completed | End::Error(_))
@@ -145,6 +162,9 @@ struct Call {
     deadline: Option<Instant>,
     idle: Option<Duration>,
     last_event: Instant,
+    /// When the hub received it, and its namespace's counters.
+    started: Instant,
+    stats: Arc<NamespaceStats>,
 }
 
 const SHARDS: usize = 64;
@@ -166,6 +186,7 @@ struct Shared {
     rate: RateLimiter,
     builtins: Arc<dyn Builtins>,
     draining: std::sync::atomic::AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 /// The limits of `[limits]` that the call path enforces.
@@ -175,6 +196,13 @@ struct CallLimits {
     max_input_depth: u32,
     inline_validation_bytes: usize,
     max_routing_candidates: usize,
+}
+
+/// What a call brings to forwarding besides its request.
+struct Arrival {
+    parent: Option<Parent>,
+    deadline: Option<Instant>,
+    started: Instant,
 }
 
 /// A parent named by a call, checked: open and served by the caller.
@@ -197,8 +225,14 @@ pub trait Builtins: Send + Sync {
     );
 }
 
-/// Delivers the one answer of a call that has no provider (built-ins, early failures).
-pub struct Reply(Caller);
+/// Delivers the one answer of a call that has no provider (built-ins), and
+/// counts it.
+pub struct Reply {
+    caller: Caller,
+    metrics: Arc<Metrics>,
+    stats: Arc<NamespaceStats>,
+    started: Instant,
+}
 
 impl Reply {
     /// Sends a result: `data` wrapped in an envelope from `local`.
@@ -208,22 +242,28 @@ impl Reply {
             "meta": {"source": "local", "operationId": operation_id, "timestamp": now_ms()}
         });
         let raw = serde_json::value::to_raw_value(&envelope).expect("json value serializes");
-        deliver(&self.0, End::Responded(raw));
+        self.metrics
+            .ended(&self.stats, "ok", self.started.elapsed());
+        deliver(&self.caller, End::Responded(raw));
     }
 
     /// Sends a failure.
     pub fn error(self, error: CallError) {
-        deliver(&self.0, End::Error(error));
+        self.metrics
+            .ended(&self.stats, outcome_of(&error), self.started.elapsed());
+        deliver(&self.caller, End::Error(error));
     }
 }
 
 impl Dispatcher {
-    /// A dispatcher over `catalog`, routing with `routing`.
+    /// A dispatcher over `catalog`, routing with `routing`, counting calls
+    /// in `metrics`.
     pub fn new(
         catalog: Catalog,
         routing: Arc<dyn RoutingPolicy>,
         limits: &LimitsConfig,
         builtins: Arc<dyn Builtins>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Dispatcher {
             shared: Arc::new(Shared {
@@ -244,6 +284,7 @@ impl Dispatcher {
                 ),
                 builtins,
                 draining: Default::default(),
+                metrics,
             }),
         }
     }
@@ -297,6 +338,22 @@ impl Dispatcher {
         identity: Option<&Identity>,
         request: CallRequest<'_>,
     ) -> Result<Option<u64>, CallError> {
+        let operation_id = request.operation_id;
+        let started = self.begin(caller, identity, request);
+        if let Err(error) = &started {
+            self.shared.metrics.refused(operation_id, error);
+        }
+        started
+    }
+
+    /// [`Dispatcher::start`] before the refusal is counted.
+    fn begin(
+        &self,
+        caller: Caller,
+        identity: Option<&Identity>,
+        request: CallRequest<'_>,
+    ) -> Result<Option<u64>, CallError> {
+        let started = Instant::now();
         if self.shared.draining.load(Ordering::Acquire) {
             return Err(CallError::new(
                 ErrorCode::UnknownError,
@@ -337,12 +394,15 @@ impl Dispatcher {
                 Some(value) => value,
                 None => read_input(request.input, self.shared.limits.max_input_depth)?,
             };
-            self.shared.builtins.run(
-                &entry.definition.id,
-                input,
-                identity.cloned(),
-                Reply(caller),
-            );
+            let reply = Reply {
+                caller,
+                metrics: self.shared.metrics.clone(),
+                stats: self.shared.metrics.namespace_of(&entry.definition.id),
+                started,
+            };
+            self.shared
+                .builtins
+                .run(&entry.definition.id, input, identity.cloned(), reply);
             return Ok(None);
         }
         if entry.providers.is_empty() {
@@ -378,10 +438,13 @@ impl Dispatcher {
         };
         let input = judged_input.as_deref().or(request.input);
         let provider = self.route(&entry, identity, request.metadata.as_ref())?;
-        self.forward(
-            caller, identity, &entry, provider, &request, input, parent, deadline,
-        )
-        .map(Some)
+        let arrival = Arrival {
+            parent,
+            deadline,
+            started,
+        };
+        self.forward(caller, identity, &entry, provider, &request, input, arrival)
+            .map(Some)
     }
 
     /// Checks the call's `parentRequestId`: the parent must be open and
@@ -562,9 +625,13 @@ impl Dispatcher {
         chosen: usize,
         request: &CallRequest<'_>,
         input: Option<&RawValue>,
-        parent: Option<Parent>,
-        deadline: Option<Instant>,
+        arrival: Arrival,
     ) -> Result<u64, CallError> {
+        let Arrival {
+            parent,
+            deadline,
+            started,
+        } = arrival;
         let provider = &entry.providers[chosen];
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let hub_request_id = format!("h{id}");
@@ -633,6 +700,8 @@ impl Dispatcher {
                 deadline,
                 idle,
                 last_event: Instant::now(),
+                started,
+                stats: self.shared.metrics.namespace_of(&entry.definition.id),
             },
         );
         if let Some(parent) = parent {
@@ -873,6 +942,9 @@ impl Dispatcher {
             ));
         }
         let early = end.is_early();
+        self.shared
+            .metrics
+            .ended(&call.stats, end.outcome(), call.started.elapsed());
         deliver(&call.caller, end);
         early.then_some(call.children)
     }

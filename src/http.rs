@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::connection::{budgeted, now_ms, BudgetedReceiver};
 use crate::crypto::Token;
 use crate::dispatch::{CallError, CallEvent, CallRequest, Caller, Dispatcher};
 use crate::limits::{Permit, Refusal};
+use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Identity, OperationType, PrincipalKind};
 use crate::server::Hub;
 use axum::body::{Body, Bytes};
@@ -33,7 +35,11 @@ use serde_json::value::RawValue;
 
 /// Builds the router over a hub handle.
 pub fn router(hub: Hub) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if hub.config().metrics.enabled {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/v1/spokes/connect", get(connect_spoke))
         .route("/v1/clients/connect", get(connect_client))
@@ -304,6 +310,29 @@ async fn list_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `GET /metrics`: OpenMetrics text, for any valid token (not routed when
+/// `[metrics] enabled = false`).
+async fn metrics(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+    match identify(&hub, &headers).await {
+        Ok(Some(_)) => {
+            let text = hub.metrics().render(&hub.metrics_snapshot().await);
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
+        Ok(None) => error_response(CallError::new(
+            ErrorCode::Unauthenticated,
+            "a token is required",
+        )),
+        Err(e) => error_response(e),
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct HttpCall {
@@ -488,12 +517,15 @@ async fn subscribe(
     )
     .await
     {
-        Ok(started) => Sse::new(event_stream(started)).into_response(),
+        Ok(started) => Sse::new(event_stream(started, hub.metrics().clone())).into_response(),
         Err(e) => error_response(e),
     }
 }
 
-fn event_stream(started: HttpCallStarted) -> impl Stream<Item = Result<Event, Infallible>> {
+fn event_stream(
+    started: HttpCallStarted,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let op_type = started.op_type;
     // State: the receiver, the guard (dropped with the stream, aborting the
     // call if it is still open), and what comes next.
@@ -503,9 +535,9 @@ fn event_stream(started: HttpCallStarted) -> impl Stream<Item = Result<Event, In
         Completed,
         End,
     }
-    futures_util::stream::unfold(
-        (started, Next::Event),
-        move |(mut started, next)| async move {
+    futures_util::stream::unfold((started, Next::Event), move |(mut started, next)| {
+        let metrics = metrics.clone();
+        async move {
             let (event, next) = match next {
                 Next::End => return None,
                 Next::Completed => (Event::default().event("completed").data("{}"), Next::End),
@@ -535,6 +567,7 @@ fn event_stream(started: HttpCallStarted) -> impl Stream<Item = Result<Event, In
                     // behind: say so and end the stream (dropping the
                     // guard aborts the call at its provider).
                     None if started.events.overflowed() => {
+                        metrics.slow_consumer("stream");
                         let error = CallError::new(
                             ErrorCode::Overloaded,
                             "slow consumer: the stream fell more than limits.max_outbound_bytes behind",
@@ -550,6 +583,6 @@ fn event_stream(started: HttpCallStarted) -> impl Stream<Item = Result<Event, In
                 },
             };
             Some((Ok(event), (started, next)))
-        },
-    )
+        }
+    })
 }

@@ -31,6 +31,7 @@ pub mod http;
 pub mod imports;
 pub mod limits;
 pub mod mcp_server;
+pub mod metrics;
 pub mod names;
 pub mod peer;
 pub mod plugins;

@@ -22,8 +22,9 @@ use crate::catalog::Catalog;
 use crate::config::{Config, LimitsConfig};
 use crate::dispatch::Dispatcher;
 use crate::limits::Quota;
+use crate::metrics::{Metrics, PluginFigures, Snapshot};
 use crate::plugins::PluginHost;
-use crate::protocol::close;
+use crate::protocol::{close, PrincipalKind};
 use crate::registration::Registrar;
 use crate::sessions::SessionRegistry;
 use crate::store::{ImportKind, Store};
@@ -45,6 +46,7 @@ struct Shared {
     sessions: SessionRegistry,
     auth: Auth,
     quotas: Quotas,
+    metrics: Arc<Metrics>,
     shutting_down: AtomicBool,
 }
 
@@ -108,6 +110,63 @@ impl Hub {
     /// Token lookups.
     pub fn auth(&self) -> &Auth {
         &self.shared.auth
+    }
+
+    /// The metrics counted as they happen.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// The figures `GET /metrics` reads at each scrape.
+    pub async fn metrics_snapshot(&self) -> Snapshot {
+        let live = self.sessions().live();
+        let peers = self.sessions().peers();
+        let count = |kind: PrincipalKind| {
+            peers
+                .iter()
+                .filter(|(c, _)| c.identity.kind == kind)
+                .count() as u64
+        };
+        let catalog = self.dispatcher().catalog();
+        let entries = catalog.list();
+        let plugins = self.plugins().status().plugins;
+        let enabled_imports = match self.store().list_imports().await {
+            Ok(imports) => imports.iter().filter(|i| i.enabled).count() as u64,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot list the imports");
+                0
+            }
+        };
+        let serving_imports = live.len().saturating_sub(peers.len()) as u64;
+        Snapshot {
+            calls_in_flight: self.dispatcher().open_calls() as u64,
+            sessions: vec![
+                ("spoke", count(PrincipalKind::Spoke)),
+                ("client", count(PrincipalKind::Client)),
+            ],
+            operations: entries.len() as u64,
+            registrations: entries.iter().map(|e| e.providers.len() as u64).sum(),
+            outbound_queue_bytes: live.iter().map(|c| c.queued_bytes() as u64).sum(),
+            plugins: plugins
+                .into_iter()
+                .map(|p| PluginFigures {
+                    decision_time: Duration::from_secs_f64(
+                        p.mean_latency_us * p.decisions as f64 / 1e6,
+                    ),
+                    quarantined: p.status == "quarantined",
+                    decisions: p.decisions,
+                    failures: p.failures,
+                    fallbacks: p.fallbacks,
+                    quarantines: p.quarantines,
+                    name: p.name,
+                })
+                .collect(),
+            db_pool: self.store().pool_use(),
+            imports: vec![
+                ("serving", serving_imports),
+                ("down", enabled_imports.saturating_sub(serving_imports)),
+            ],
+        }
     }
 
     /// The caps on connections, HTTP calls and streams.
@@ -252,11 +311,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         max_page: config.limits.max_list_page,
     });
     let plugins = plugins.await??;
+    let metrics = Arc::new(Metrics::new(
+        config.metrics.enabled,
+        config.metrics.max_namespaces,
+    ));
     let dispatcher = Dispatcher::new(
         catalog.clone(),
         plugins.routing_policy(),
         &config.limits,
         builtins,
+        metrics.clone(),
     );
     let registrar = Registrar::new(
         store.clone(),
@@ -287,6 +351,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
             sessions,
             auth,
             quotas,
+            metrics,
             shutting_down: AtomicBool::new(false),
         }),
     };

@@ -160,6 +160,9 @@ pub async fn run(
         }
     }
 
+    if *connection.closing().borrow() == Some(close::SLOW_CONSUMER) {
+        hub.metrics().slow_consumer("session");
+    }
     sessions.end(&connection, &session.mine).await;
     drop(session);
     // The writer ends once it has sent the close frame; a peer that does not

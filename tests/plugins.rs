@@ -597,6 +597,7 @@ async fn misbehaving_routers_cost_their_budget_answer_the_call_and_get_quarantin
         let status = plugins_status(&hub, &token).await;
         let bad = plugin(&status, "bad");
         assert_eq!(bad["status"], "quarantined", "{what}: {bad}");
+        assert_eq!(bad["quarantines"], 1, "{what}: {bad}");
         assert_eq!(
             bad["failures"], 3,
             "{what}: quarantined after 3, then bypassed: {bad}"

@@ -141,6 +141,8 @@ pub struct PluginStatus {
     /// Decisions its `on_failure = "fallback"` handed to the built-in policy
     /// (failed, quarantined or missing), counted across its versions.
     pub fallbacks: u64,
+    /// Times this version was quarantined.
+    pub quarantines: u64,
     /// Mean latency of a decision, in microseconds.
     pub mean_latency_us: f64,
 }
@@ -163,6 +165,7 @@ impl PluginStatus {
             decisions: 0,
             failures: 0,
             fallbacks: 0,
+            quarantines: 0,
             mean_latency_us: 0.0,
         }
     }

@@ -183,6 +183,7 @@ pub struct Plugin {
     troubled: AtomicBool,
     decisions: AtomicU64,
     failures: AtomicU64,
+    quarantines: AtomicU64,
     latency_ns: AtomicU64,
     /// The last `warn` or `error` message the plugin logged.
     last_message: Mutex<Option<String>>,
@@ -291,6 +292,7 @@ impl Plugin {
             troubled: AtomicBool::new(false),
             decisions: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            quarantines: AtomicU64::new(0),
             latency_ns: AtomicU64::new(0),
             last_message: Mutex::default(),
             captured: None,
@@ -581,6 +583,7 @@ impl Plugin {
         {
             health.quarantined_until =
                 Some(Instant::now() + Duration::from_secs(self.limits.quarantine_secs));
+            self.quarantines.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 plugin = %self.name,
                 failures = health.consecutive_failures,
@@ -617,6 +620,7 @@ impl Plugin {
             decisions,
             failures: self.failures.load(Ordering::Relaxed),
             fallbacks: 0,
+            quarantines: self.quarantines.load(Ordering::Relaxed),
             mean_latency_us: if decisions == 0 {
                 0.0
             } else {

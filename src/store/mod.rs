@@ -202,6 +202,22 @@ impl Store {
         })
     }
 
+    /// The connection pool: connections open, idle, and the most it opens.
+    pub fn pool_use(&self) -> (u64, u64, u64) {
+        match &self.backend {
+            Backend::Sqlite(pool) => (
+                u64::from(pool.size()),
+                pool.num_idle() as u64,
+                u64::from(pool.options().get_max_connections()),
+            ),
+            Backend::Postgres(pool) => (
+                u64::from(pool.size()),
+                pool.num_idle() as u64,
+                u64::from(pool.options().get_max_connections()),
+            ),
+        }
+    }
+
     /// Connects and applies every pending migration.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
         let store = Self::connect(url, max_connections).await?;
