@@ -32,6 +32,24 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// What `GET /metrics` reports.
     pub metrics: MetricsConfig,
+    /// Who may use the admin API.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The scope a principal needs to use `/v1/admin`.
+    pub scope: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            scope: "admin".into(),
+        }
+    }
 }
 
 /// `[metrics]`
@@ -595,6 +613,11 @@ enabled = true
 # Namespaces (an operation id up to its last ".") that get a label of their
 # own in the call metrics; calls of further namespaces count as "_other".
 max_namespaces = 200
+
+[admin]
+# The scope a principal needs to use the admin API (/v1/admin): grant it
+# with `alkhub client add NAME --scopes admin`.
+scope = "admin"
 
 [remap]
 # Namespaces whose operations belong to one spoke each: the spoke id is

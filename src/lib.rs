@@ -20,6 +20,7 @@
 //! - [`builtins`] are the `hub.*` operations the hub serves itself.
 //! - [`http`] is the axum router; [`server`] starts and stops it all.
 
+pub mod admin;
 pub mod auth;
 pub mod builtins;
 pub mod catalog;

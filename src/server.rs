@@ -384,7 +384,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         }
     }
     let stop_mcp = CancellationToken::new();
-    let mut app = crate::http::router(hub.clone());
+    let mut app = crate::http::router(hub.clone()).merge(crate::admin::router(hub.clone()));
     if hub.config().mcp.enabled {
         app = app.merge(crate::mcp_server::router(hub.clone(), stop_mcp.clone()));
     }

@@ -179,3 +179,250 @@ async fn metrics_can_be_switched_off() {
         404
     );
 }
+
+/// Every admin route, with a body where it takes one.
+const ADMIN_ROUTES: [(&str, &str, Option<&str>); 12] = [
+    ("GET", "/v1/admin/sessions", None),
+    ("DELETE", "/v1/admin/sessions/1", None),
+    ("GET", "/v1/admin/spokes", None),
+    ("POST", "/v1/admin/clients", Some(r#"{"id":"intruder"}"#)),
+    ("DELETE", "/v1/admin/spokes/edge-1", None),
+    ("POST", "/v1/admin/spokes/edge-1/disable", None),
+    ("POST", "/v1/admin/spokes/edge-1/rotate-token", None),
+    ("GET", "/v1/admin/audit", None),
+    ("GET", "/v1/admin/plugins", None),
+    ("POST", "/v1/admin/plugins/reload", None),
+    (
+        "POST",
+        "/v1/admin/plugins/least-in-flight/lift-quarantine",
+        None,
+    ),
+    ("GET", "/v1/admin/config", None),
+];
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_scope_and_audits_every_change() {
+    let hub = common::hub().await;
+    let admin = hub.token(PrincipalKind::Client, "ops", &["admin"]).await;
+    let plain = hub.token(PrincipalKind::Client, "app", &["read"]).await;
+    for (method, path, body) in ADMIN_ROUTES {
+        let anonymous = hub.http(method, path, None, body).await;
+        assert_eq!(anonymous.status, 401, "{method} {path}: {}", anonymous.body);
+        let refused = hub.http(method, path, Some(&plain), body).await;
+        assert_eq!(refused.status, 403, "{method} {path}: {}", refused.body);
+        assert_eq!(refused.json()["code"], "ACCESS_DENIED");
+        assert!(refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"admin\""));
+    }
+    let handle = hub.handle();
+    let store = handle.store();
+    assert!(store
+        .get_principal(PrincipalKind::Client, "intruder")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Add a spoke: its token, shown once, connects.
+    let added = hub
+        .http(
+            "POST",
+            "/v1/admin/spokes",
+            Some(&admin),
+            Some(r#"{"id":"edge-1","labels":{"region":"eu"},"scopes":["fs"]}"#),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let added = added.json();
+    assert_eq!(added["principal"]["labels"]["region"], "eu");
+    let token = added["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("alk_spoke_"), "{token}");
+    let spoke = alkhub::peer::PeerBuilder::new(hub.ws_url(PrincipalKind::Spoke), token.clone())
+        .operation(spec("edge", "ping", OperationType::Query), |_| async {
+            Ok(json!("pong"))
+        })
+        .connect()
+        .await
+        .unwrap();
+    let listed = hub
+        .http("GET", "/v1/admin/spokes", Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(listed["principals"][0]["id"], "edge-1");
+    assert!(
+        !listed.to_string().contains("sha256:"),
+        "no token hash is shown"
+    );
+    let duplicate = hub
+        .http(
+            "POST",
+            "/v1/admin/spokes",
+            Some(&admin),
+            Some(r#"{"id":"edge-1"}"#),
+        )
+        .await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.body);
+    let bad = hub
+        .http(
+            "POST",
+            "/v1/admin/spokes",
+            Some(&admin),
+            Some(r#"{"id":"Not A Slug"}"#),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // Its live session is listed, and closing it ends it.
+    let sessions = hub
+        .http("GET", "/v1/admin/sessions", Some(&admin), None)
+        .await
+        .json();
+    let session = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "edge-1")
+        .unwrap_or_else(|| panic!("{sessions}"))
+        .clone();
+    assert_eq!(session["kind"], "spoke");
+    assert_eq!(session["labels"]["region"], "eu");
+    let path = format!("/v1/admin/sessions/{}", session["sessionId"]);
+    let closed = hub.http("DELETE", &path, Some(&admin), None).await;
+    assert_eq!(closed.status, 204, "{}", closed.body);
+    let code = tokio::time::timeout(std::time::Duration::from_secs(10), spoke.closed())
+        .await
+        .unwrap();
+    assert_eq!(code, 1008);
+    assert_eq!(
+        hub.http("DELETE", &path, Some(&admin), None).await.status,
+        404
+    );
+
+    // Rotate its token: the old one stops working, the new one works.
+    let rotated = hub
+        .http(
+            "POST",
+            "/v1/admin/spokes/edge-1/rotate-token",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new_token = rotated.json()["token"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, token);
+    let find = |t: &str| {
+        let t = alkhub::crypto::Token::new(t);
+        async move {
+            store
+                .find_principal_by_token(PrincipalKind::Spoke, &t)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(find(&token).await.is_none(), "the old token still works");
+    assert!(
+        find(&new_token).await.is_some(),
+        "the new token does not work"
+    );
+
+    // Disable, enable, remove.
+    for action in ["disable", "enable"] {
+        let path = format!("/v1/admin/spokes/edge-1/{action}");
+        assert_eq!(
+            hub.http("POST", &path, Some(&admin), None).await.status,
+            204
+        );
+    }
+    assert_eq!(
+        hub.http(
+            "POST",
+            "/v1/admin/spokes/edge-1/explode",
+            Some(&admin),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    let removed = hub
+        .http("DELETE", "/v1/admin/spokes/edge-1", Some(&admin), None)
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(
+        hub.http("DELETE", "/v1/admin/spokes/edge-1", Some(&admin), None)
+            .await
+            .status,
+        404
+    );
+
+    // Every change is in the audit log, newest first, with who made it.
+    let audit = hub
+        .http("GET", "/v1/admin/audit", Some(&admin), None)
+        .await
+        .json();
+    let actions: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                (e["actorKind"].as_str(), e["actorId"].as_str()),
+                (Some("client"), Some("ops"))
+            );
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let session_target = format!("session/{}", session["sessionId"]);
+    let expected: Vec<(String, String)> = [
+        ("spoke.remove", "spoke/edge-1"),
+        ("spoke.enable", "spoke/edge-1"),
+        ("spoke.disable", "spoke/edge-1"),
+        ("spoke.rotate-token", "spoke/edge-1"),
+        ("session.close", session_target.as_str()),
+        ("spoke.add", "spoke/edge-1"),
+    ]
+    .iter()
+    .map(|(a, t)| (a.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(actions, expected);
+    assert!(
+        !audit.to_string().contains(&new_token),
+        "no token in the audit log"
+    );
+    let page = hub
+        .http("GET", "/v1/admin/audit?limit=2", Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_effective_configuration_is_shown_with_its_secrets_masked() {
+    let hub = hub_with(|c| {
+        c.plugins.settings.insert(
+            "billing".into(),
+            toml::from_str("api_key = 's3cret-value'\nregion = 'eu'").unwrap(),
+        );
+    })
+    .await;
+    let admin = hub.token(PrincipalKind::Client, "ops", &["admin"]).await;
+    let shown = hub
+        .http("GET", "/v1/admin/config", Some(&admin), None)
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let config = shown.json();
+    assert_eq!(
+        config["plugins"]["settings"]["billing"]["api_key"],
+        "[masked]"
+    );
+    assert!(!shown.body.contains("s3cret-value"), "{}", shown.body);
+    assert_eq!(config["admin"]["scope"], "admin");
+    assert!(config["database"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("sqlite:"));
+}

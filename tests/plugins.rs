@@ -882,6 +882,89 @@ async fn a_rebuild_recording_the_same_source_is_the_same_version() {
 }
 
 #[tokio::test]
+async fn an_operator_lifts_a_quarantine_and_reloads_the_folder_through_the_admin_api() {
+    let trap = wat_router(TRAP);
+    let hub = hub_with(move |c| {
+        std::fs::write(c.plugins.dir.join("bad.wasm"), &trap).unwrap();
+        c.plugins.route.push(RouteRule {
+            pattern: "work.*".into(),
+            plugin: "bad".into(),
+        });
+        c.plugins.overrides.insert(
+            "bad".into(),
+            alkhub::config::PluginOverrides {
+                on_failure: Some(OnFailure::Error),
+                quarantine_after: Some(2),
+                quarantine_secs: Some(3600),
+                ..Default::default()
+            },
+        );
+        // Only the admin API reloads the folder here.
+        c.plugins.watch = false;
+    })
+    .await;
+    let (_a, _b, client) = two_workers(&hub).await;
+    for _ in 0..2 {
+        call_with_meta(&client, &[]).await.unwrap_err();
+    }
+    let admin = hub.token(PrincipalKind::Client, "ops", &["admin"]).await;
+    let status = hub
+        .http("GET", "/v1/admin/plugins", Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(plugin(&status, "bad")["status"], "quarantined", "{status}");
+
+    let lift = "/v1/admin/plugins/bad/lift-quarantine";
+    let lifted = hub.http("POST", lift, Some(&admin), None).await;
+    assert_eq!(lifted.status, 200, "{}", lifted.body);
+    assert_eq!(lifted.json()["wasQuarantined"], true);
+    let status = plugins_status(&hub, &admin).await;
+    assert_eq!(plugin(&status, "bad")["status"], "active", "{status}");
+    assert_eq!(
+        hub.http(
+            "POST",
+            "/v1/admin/plugins/nothing/lift-quarantine",
+            Some(&admin),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+
+    // A fixed version dropped in is loaded when the operator asks.
+    std::fs::write(
+        hub.files.path().join("plugins/bad.wasm"),
+        wat_router(CHOOSE_FIRST),
+    )
+    .unwrap();
+    let reloaded = hub
+        .http("POST", "/v1/admin/plugins/reload", Some(&admin), None)
+        .await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert_eq!(reloaded.json()["loaded"], 1, "{}", reloaded.body);
+    assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "a");
+
+    let audit = hub
+        .http("GET", "/v1/admin/audit", Some(&admin), None)
+        .await
+        .json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["plugins.reload", "plugin.lift-quarantine"],
+        "{audit}"
+    );
+    let plain = hub.token(PrincipalKind::Client, "app2", &[]).await;
+    assert_eq!(hub.http("POST", lift, Some(&plain), None).await.status, 403);
+}
+
+#[tokio::test]
 async fn the_compile_cache_keeps_only_the_versions_that_serve() {
     // Bodies no other test uses: each is compiled here, so its entry is
     // written to this hub's cache (not found compiled in the process).

@@ -569,6 +569,54 @@ async fn a_stopped_declaration_writes_nothing(store: &Store) {
     assert!(store.list_registrations().await.unwrap().is_empty());
 }
 
+async fn the_audit_log_keeps_changes_newest_first_and_tokens_rotate(store: &Store) {
+    let old = spoke(store, "edge").await;
+    let new = store
+        .rotate_token(PrincipalKind::Spoke, "edge")
+        .await
+        .unwrap();
+    assert!(store
+        .find_principal_by_token(PrincipalKind::Spoke, &old)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .find_principal_by_token(PrincipalKind::Spoke, &new)
+            .await
+            .unwrap()
+            .map(|p| p.id),
+        Some("edge".to_owned())
+    );
+    assert!(store
+        .rotate_token(PrincipalKind::Spoke, "nobody")
+        .await
+        .is_err());
+
+    for (action, n) in [("spoke.add", 1), ("spoke.disable", 2), ("spoke.enable", 3)] {
+        store
+            .audit(
+                (PrincipalKind::Client, "ops"),
+                action,
+                "spoke/edge",
+                &serde_json::json!({"n": n}),
+            )
+            .await
+            .unwrap();
+    }
+    let all = store.list_audit(None, 10).await.unwrap();
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["spoke.enable", "spoke.disable", "spoke.add"]);
+    assert_eq!(all[0].detail["n"], 3);
+    assert_eq!(
+        (all[0].actor_kind.as_str(), all[0].actor_id.as_str()),
+        ("client", "ops")
+    );
+    let older = store.list_audit(Some(all[0].id), 1).await.unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].action, "spoke.disable");
+}
+
 macro_rules! store_suite {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -608,4 +656,5 @@ store_suite!(
     only_the_owner_changes_description_and_access,
     a_declaration_without_schemas_keeps_the_stored_ones,
     a_stopped_declaration_writes_nothing,
+    the_audit_log_keeps_changes_newest_first_and_tokens_rotate,
 );

@@ -569,6 +569,35 @@ impl PluginHost {
         (plugin.world() == world).then_some(plugin)
     }
 
+    /// Loads every changed file of the plugins folder now, as the watcher
+    /// would (unchanged versions are kept); returns how many new versions
+    /// were loaded. Blocks while components compile.
+    pub fn rescan(&self, per_spoke_namespaces: &[String]) -> usize {
+        let dir = self.config().dir.clone();
+        let mut loaded = 0;
+        for path in watch::every_file(self, &dir) {
+            if path.extension().is_none_or(|e| e != "wasm") {
+                continue;
+            }
+            if is_component_file(&path) {
+                if self.load_file(&path, per_spoke_namespaces) {
+                    self.inner.reloads.fetch_add(1, Ordering::Relaxed);
+                    loaded += 1;
+                }
+            } else if !path.exists() {
+                self.unload_file(&path, per_spoke_namespaces);
+            }
+        }
+        loaded
+    }
+
+    /// Ends plugin `name`'s quarantine now; `None` when no version of it is
+    /// loaded, else whether it was quarantined.
+    pub fn lift_quarantine(&self, name: &str) -> Option<bool> {
+        let plugin = self.inner.plugins.read().unwrap().get(name).cloned()?;
+        Some(plugin.lift_quarantine())
+    }
+
     /// The remap policy the configuration selects.
     pub fn remap_policy(&self) -> Arc<dyn RemapPolicy> {
         let config = self.config();

@@ -558,6 +558,16 @@ impl Plugin {
         }
     }
 
+    /// Ends a quarantine at once (an operator's decision); true when the
+    /// plugin was quarantined.
+    pub fn lift_quarantine(&self) -> bool {
+        let mut health = self.health.lock().unwrap();
+        let was = health.quarantined_until.take().is_some();
+        health.consecutive_failures = 0;
+        self.troubled.store(false, Ordering::Release);
+        was
+    }
+
     /// Records a successful decision.
     pub fn succeeded(&self) {
         if !self.troubled.load(Ordering::Acquire) {

@@ -89,7 +89,7 @@ pub fn spawn(host: PluginHost, per_spoke_namespaces: Vec<String>) {
 
 /// Every component file in `dir` and every file a plugin was loaded from
 /// (which may be gone): what a rescan looks at.
-fn every_file(host: &PluginHost, dir: &Path) -> Vec<PathBuf> {
+pub(super) fn every_file(host: &PluginHost, dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();

@@ -11,6 +11,7 @@
 //! admin changes) and read at start-up and by admin commands. The call path
 //! never touches it: that is the catalog's job.
 
+mod audit;
 mod declare;
 mod imports;
 mod operations;
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use audit::AuditEntry;
 pub use declare::{settle, Declaration, Declared, Declarer, Refused, DECLARE_CHUNK};
 pub use imports::{Import, ImportChanges, ImportKind};
 pub use operations::{

@@ -251,6 +251,26 @@ impl Store {
         touched(changed, kind.as_str(), id)
     }
 
+    /// Gives a principal a new token and returns it in clear text; the old
+    /// one stops working, and a running hub closes the sessions that
+    /// authenticated with it (4401) within `limits.revocation_check_ms`.
+    pub async fn rotate_token(&self, kind: PrincipalKind, id: &str) -> Result<Token> {
+        let token = Token::generate(token_kind(kind));
+        let sql = format!(
+            "UPDATE {} SET token_hash = $1, updated_at = $2 WHERE id = $3",
+            table(kind)
+        );
+        let changed = on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(&token.hash().0)
+            .bind(now())
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))?;
+        touched(changed, kind.as_str(), id)?;
+        Ok(token)
+    }
+
     /// Replaces the provider grants of a principal (`None`: the default of
     /// its kind). Live sessions keep the grants they authenticated with.
     pub async fn set_provides(

@@ -1,0 +1,443 @@
+//! The admin API under `/v1/admin`, for principals holding the admin scope
+//! (`[admin] scope`, `admin` by default): live sessions, spokes and
+//! clients, plugins, the effective configuration, and the audit log. Every change is written to the audit log
+//! (who, what, when) before it is answered.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::protocol::{Identity, PrincipalKind};
+use crate::server::Hub;
+use crate::store::{NewPrincipal, Principal, StoreError};
+
+/// The close code and reason a session closed from the admin API gets.
+pub const CLOSED_BY_OPERATOR: (u16, &str) = (1008, "closed by an operator");
+
+/// Most audit entries one page holds.
+pub const MAX_AUDIT_PAGE: u32 = 1000;
+
+/// The routes of `/v1/admin`.
+pub fn router(hub: Hub) -> Router {
+    Router::new()
+        .route("/v1/admin/sessions", get(list_sessions))
+        .route("/v1/admin/sessions/{session_id}", delete(close_session))
+        .route("/v1/admin/{kind}", get(list_principals).post(add_principal))
+        .route("/v1/admin/{kind}/{id}", delete(remove_principal))
+        .route("/v1/admin/{kind}/{id}/{action}", post(change_principal))
+        .route("/v1/admin/audit", get(list_audit))
+        .route("/v1/admin/plugins", get(list_plugins))
+        .route("/v1/admin/plugins/reload", post(reload_plugins))
+        .route(
+            "/v1/admin/plugins/{name}/lift-quarantine",
+            post(lift_quarantine),
+        )
+        .route("/v1/admin/config", get(effective_config))
+        .with_state(hub)
+}
+
+/// An error of the admin API: `{code, message}` with its HTTP status.
+struct AdminError(StatusCode, &'static str, String);
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let AdminError(status, code, message) = self;
+        (status, Json(json!({"code": code, "message": message}))).into_response()
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => {
+                AdminError(StatusCode::NOT_FOUND, "NOT_FOUND", e.to_string())
+            }
+            StoreError::Duplicate { .. } => {
+                AdminError(StatusCode::CONFLICT, "ALREADY_EXISTS", e.to_string())
+            }
+            StoreError::Invalid(_) => {
+                AdminError(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", e.to_string())
+            }
+            e if e.is_unique_violation() => {
+                AdminError(StatusCode::CONFLICT, "ALREADY_EXISTS", e.to_string())
+            }
+            e => {
+                tracing::error!(error = %e, "admin API: database error");
+                AdminError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN_ERROR",
+                    "the database failed; the hub's log has the reason".into(),
+                )
+            }
+        }
+    }
+}
+
+type Answer = Result<Response, AdminError>;
+
+/// The caller, when it holds the admin scope.
+async fn admin(hub: &Hub, headers: &HeaderMap) -> Result<Identity, AdminError> {
+    let scope = &hub.config().admin.scope;
+    match crate::http::identify(hub, headers).await {
+        Ok(Some(identity)) if identity.scopes.iter().any(|s| s == scope) => Ok(identity),
+        Ok(Some(identity)) => Err(AdminError(
+            StatusCode::FORBIDDEN,
+            "ACCESS_DENIED",
+            format!(
+                "the admin API needs scope {scope:?}, which {} {} does not hold",
+                identity.kind, identity.id
+            ),
+        )),
+        Ok(None) => Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "a token is required".into(),
+        )),
+        Err(e) => Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            e.message,
+        )),
+    }
+}
+
+/// Writes `action` on `target` by `who` to the audit log.
+async fn audit(
+    hub: &Hub,
+    who: &Identity,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), AdminError> {
+    tracing::info!(actor = %who.id, action, target, "admin change");
+    hub.store()
+        .audit((who.kind, &who.id), action, target, &detail)
+        .await?;
+    Ok(())
+}
+
+/// `spokes` or `clients` in a path.
+fn kind_of(segment: &str) -> Result<PrincipalKind, AdminError> {
+    match segment {
+        "spokes" => Ok(PrincipalKind::Spoke),
+        "clients" => Ok(PrincipalKind::Client),
+        other => Err(AdminError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no admin resource {other:?}: use sessions, spokes, clients or audit"),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    session_id: u64,
+    kind: PrincipalKind,
+    id: String,
+    connected_at_ms: u64,
+    labels: BTreeMap<String, String>,
+    queued_bytes: usize,
+    calls_open: usize,
+    serving: usize,
+}
+
+async fn list_sessions(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
+    admin(&hub, &headers).await?;
+    let mut sessions: Vec<SessionView> = hub
+        .sessions()
+        .peers()
+        .into_iter()
+        .map(|(c, _)| {
+            let (calls_open, serving) = {
+                let calls = c.calls.lock().unwrap();
+                (calls.calling.len(), calls.serving.len())
+            };
+            SessionView {
+                session_id: c.session_id,
+                kind: c.identity.kind,
+                id: c.identity.id.clone(),
+                connected_at_ms: c.connected_at_ms,
+                labels: c.labels.clone(),
+                queued_bytes: c.queued_bytes(),
+                calls_open,
+                serving,
+            }
+        })
+        .collect();
+    sessions.sort_by_key(|s| s.session_id);
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+async fn close_session(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(session_id): Path<String>,
+) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    let connection = session_id.parse::<u64>().ok().and_then(|id| {
+        hub.sessions()
+            .peers()
+            .into_iter()
+            .map(|(c, _)| c)
+            .find(|c| c.session_id == id)
+    });
+    let Some(connection) = connection else {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no live session {session_id:?}"),
+        ));
+    };
+    let target = format!("session/{}", connection.session_id);
+    let detail = json!({"kind": connection.identity.kind, "id": connection.identity.id});
+    audit(&hub, &who, "session.close", &target, detail).await?;
+    let (code, reason) = CLOSED_BY_OPERATOR;
+    hub.sessions().stop(&connection, code, reason);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PrincipalView {
+    kind: PrincipalKind,
+    id: String,
+    name: Option<String>,
+    scopes: Vec<String>,
+    labels: BTreeMap<String, String>,
+    provides: Option<Vec<String>>,
+    enabled: bool,
+    last_connected_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Principal> for PrincipalView {
+    fn from(p: Principal) -> Self {
+        PrincipalView {
+            kind: p.kind,
+            id: p.id,
+            name: p.name,
+            scopes: p.scopes,
+            labels: p.labels,
+            provides: p.provides,
+            enabled: p.enabled,
+            last_connected_at: p.last_connected_at,
+            last_seen_at: p.last_seen_at,
+            created_at: p.created_at,
+        }
+    }
+}
+
+async fn list_principals(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(kind): Path<String>,
+) -> Answer {
+    admin(&hub, &headers).await?;
+    let kind = kind_of(&kind)?;
+    let principals: Vec<PrincipalView> = hub
+        .store()
+        .list_principals(kind)
+        .await?
+        .into_iter()
+        .map(PrincipalView::from)
+        .collect();
+    Ok(Json(json!({ "principals": principals })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AddPrincipal {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    provides: Option<Vec<String>>,
+}
+
+async fn add_principal(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(kind): Path<String>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    let kind = kind_of(&kind)?;
+    let add: AddPrincipal = serde_json::from_slice(&body).map_err(|e| {
+        AdminError(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("the body must be {{\"id\", \"name\"?, \"scopes\"?, \"labels\"?, \"provides\"?}}: {e}"),
+        )
+    })?;
+    let new = NewPrincipal {
+        id: add.id,
+        name: add.name,
+        scopes: add.scopes,
+        labels: add.labels,
+        provides: add.provides,
+    };
+    let (principal, token) = hub.store().create_principal(kind, &new).await?;
+    let target = format!("{kind}/{}", principal.id);
+    let detail = json!({"scopes": principal.scopes, "labels": principal.labels, "provides": principal.provides});
+    audit(&hub, &who, &format!("{kind}.add"), &target, detail).await?;
+    let body = json!({
+        "principal": PrincipalView::from(principal),
+        // Shown once: only its hash is stored.
+        "token": token.expose(),
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn remove_principal(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path((kind, id)): Path<(String, String)>,
+) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    let kind = kind_of(&kind)?;
+    let removed = hub.store().remove_principal(kind, &id).await?;
+    let target = format!("{kind}/{id}");
+    audit(
+        &hub,
+        &who,
+        &format!("{kind}.remove"),
+        &target,
+        json!({"registrations": removed}),
+    )
+    .await?;
+    Ok(Json(json!({"removedRegistrations": removed})).into_response())
+}
+
+async fn change_principal(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path((kind, id, action)): Path<(String, String, String)>,
+) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    let kind = kind_of(&kind)?;
+    let target = format!("{kind}/{id}");
+    let store = hub.store();
+    match action.as_str() {
+        "disable" | "enable" => {
+            store
+                .set_principal_enabled(kind, &id, action == "enable")
+                .await?;
+            audit(&hub, &who, &format!("{kind}.{action}"), &target, json!({})).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "rotate-token" => {
+            let token = store.rotate_token(kind, &id).await?;
+            audit(
+                &hub,
+                &who,
+                &format!("{kind}.rotate-token"),
+                &target,
+                json!({}),
+            )
+            .await?;
+            Ok(Json(json!({"token": token.expose()})).into_response())
+        }
+        other => Err(AdminError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no action {other:?}: use disable, enable or rotate-token"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_audit(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Answer {
+    admin(&hub, &headers).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_AUDIT_PAGE);
+    let entries = hub.store().list_audit(query.before, limit).await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+async fn list_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
+    admin(&hub, &headers).await?;
+    Ok(Json(hub.plugins().status()).into_response())
+}
+
+async fn reload_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    audit(&hub, &who, "plugins.reload", "plugins", json!({})).await?;
+    let plugins = hub.plugins().clone();
+    let namespaces = hub.config().remap.per_spoke_namespaces.clone();
+    // Compiling a new component takes up to seconds: off the async workers.
+    let loaded = tokio::task::spawn_blocking(move || plugins.rescan(&namespaces))
+        .await
+        .unwrap_or(0);
+    Ok(Json(json!({"loaded": loaded, "status": hub.plugins().status()})).into_response())
+}
+
+async fn lift_quarantine(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    let Some(was) = hub.plugins().lift_quarantine(&name) else {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no plugin {name:?} is loaded"),
+        ));
+    };
+    let target = format!("plugin/{name}");
+    audit(
+        &hub,
+        &who,
+        "plugin.lift-quarantine",
+        &target,
+        json!({"wasQuarantined": was}),
+    )
+    .await?;
+    Ok(Json(json!({"wasQuarantined": was})).into_response())
+}
+
+/// The configuration the hub runs with, secrets masked: the database URL's
+/// password, and every value of `[plugins.settings]` (plugins may keep keys
+/// there).
+async fn effective_config(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
+    admin(&hub, &headers).await?;
+    let mut config = hub.config().clone();
+    // Plugin selections, routes and settings reload with the file (SIGHUP).
+    config.plugins = (*hub.plugins().config()).clone();
+    config.database.url = crate::telemetry::redact_url(&config.database.url);
+    let mut value = serde_json::to_value(&config).unwrap_or_default();
+    if let Some(settings) = value
+        .pointer_mut("/plugins/settings")
+        .and_then(|s| s.as_object_mut())
+    {
+        for plugin in settings.values_mut() {
+            if let Some(keys) = plugin.as_object_mut() {
+                for v in keys.values_mut() {
+                    *v = json!("[masked]");
+                }
+            }
+        }
+    }
+    Ok(Json(value).into_response())
+}
