@@ -1,6 +1,7 @@
 //! The admin API under `/v1/admin`, for principals holding the admin scope
 //! (`[admin] scope`, `admin` by default): live sessions, spokes and
-//! clients, plugins, the effective configuration, and the audit log. Every change is written to the audit log
+//! clients, operations and their registrations, plugins, the effective
+//! configuration, and the audit log. Every change is written to the audit log
 //! (who, what, when) before it is answered.
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub fn router(hub: Hub) -> Router {
             post(lift_quarantine),
         )
         .route("/v1/admin/config", get(effective_config))
+        .route("/v1/admin/operations", get(list_operations))
+        .route("/v1/admin/operations/{operation_id}", get(get_operation))
         .with_state(hub)
 }
 
@@ -440,4 +443,74 @@ async fn effective_config(State(hub): State<Hub>, headers: HeaderMap) -> Answer 
         }
     }
     Ok(Json(value).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Every definition, whoever may call it, a page at a time (as
+/// `GET /v1/operations` pages).
+async fn list_operations(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Query(query): Query<PageQuery>,
+) -> Answer {
+    admin(&hub, &headers).await?;
+    let catalog = hub.dispatcher().catalog();
+    catalog.wait_loaded().await;
+    let page = crate::builtins::PageRequest {
+        after: query.after,
+        limit: query.limit,
+    };
+    let max_page = hub.config().limits.max_list_page;
+    match crate::builtins::page_of(catalog, &page, max_page, |_| true) {
+        Ok(listing) => Ok(Json(listing).into_response()),
+        Err(e) => Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            e.message,
+        )),
+    }
+}
+
+/// One definition with its live providers (sessions, calls in flight) and
+/// every stored registration, active or not.
+async fn get_operation(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(operation_id): Path<String>,
+) -> Answer {
+    admin(&hub, &headers).await?;
+    let Some(entry) = hub.dispatcher().catalog().get(&operation_id) else {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no operation {operation_id:?}"),
+        ));
+    };
+    let registrations = hub
+        .store()
+        .registrations_of_operation(&operation_id)
+        .await?;
+    let mut out = crate::builtins::describe(&entry);
+    out["registrations"] = crate::builtins::describe_registrations(&registrations);
+    out["providers"] = entry
+        .providers
+        .iter()
+        .map(|p| {
+            json!({
+                "registrationId": &*p.registration_id,
+                "kind": p.connection.identity.kind,
+                "providerId": p.connection.identity.id,
+                "sessionId": p.connection.session_id,
+                "preRemapId": &*p.pre_remap_id,
+                "inFlight": p.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Ok(Json(out).into_response())
 }

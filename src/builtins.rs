@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::catalog::{Catalog, Entry};
 use crate::dispatch::{check_access, Access, Builtins, CallError, Reply};
 use crate::protocol::{AccessLevel, ErrorCode, Identity, OperationType};
-use crate::store::{NewDefinition, Source, Store};
+use crate::store::{NewDefinition, Registration, Source, Store};
 
 /// `hub.operations.list`
 pub const LIST: &str = "hub.operations.list";
@@ -73,6 +73,23 @@ pub fn describe(entry: &Entry) -> Value {
     })
 }
 
+/// Stored registrations as `hub.operations.get` shows them.
+pub fn describe_registrations(registrations: &[Registration]) -> Value {
+    registrations
+        .iter()
+        .map(|r| {
+            json!({
+                "registrationId": r.id,
+                "providerType": r.provider_type,
+                "providerId": r.provider_id,
+                "status": r.status.as_str(),
+                "preRemapId": r.pre_remap_id(),
+                "registeredAt": r.registered_at,
+            })
+        })
+        .collect()
+}
+
 /// Which page of a listing: the definitions after the id `after`, at most
 /// `limit` of them.
 #[derive(Debug, Clone, Default)]
@@ -127,10 +144,20 @@ pub fn listing(
     page: &PageRequest,
     max_page: usize,
 ) -> Result<Value, CallError> {
-    let size = page.size(max_page)?;
-    let found = catalog.page(page.after.as_deref(), size, |e| {
+    page_of(catalog, page, max_page, |e| {
         matches!(check_access(e, identity), Access::Allowed)
-    });
+    })
+}
+
+/// One page of the definitions `keep` accepts, as [`listing`] shows it.
+pub fn page_of(
+    catalog: &Catalog,
+    page: &PageRequest,
+    max_page: usize,
+    keep: impl Fn(&Entry) -> bool,
+) -> Result<Value, CallError> {
+    let size = page.size(max_page)?;
+    let found = catalog.page(page.after.as_deref(), size, keep);
     let operations: Vec<Value> = found.entries.iter().map(|e| describe(e)).collect();
     let mut out = json!({ "operations": operations });
     if let Some(next) = found.next {
@@ -197,19 +224,7 @@ impl Builtins for HubBuiltins {
                     match store.registrations_of_operation(&target).await {
                         Ok(registrations) => {
                             let mut out = describe(&entry);
-                            out["registrations"] = registrations
-                                .iter()
-                                .map(|r| {
-                                    json!({
-                                        "registrationId": r.id,
-                                        "providerType": r.provider_type,
-                                        "providerId": r.provider_id,
-                                        "status": r.status.as_str(),
-                                        "preRemapId": r.pre_remap_id(),
-                                        "registeredAt": r.registered_at,
-                                    })
-                                })
-                                .collect();
+                            out["registrations"] = describe_registrations(&registrations);
                             reply.data(GET, out);
                         }
                         Err(e) => {

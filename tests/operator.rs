@@ -181,7 +181,7 @@ async fn metrics_can_be_switched_off() {
 }
 
 /// Every admin route, with a body where it takes one.
-const ADMIN_ROUTES: [(&str, &str, Option<&str>); 12] = [
+const ADMIN_ROUTES: [(&str, &str, Option<&str>); 14] = [
     ("GET", "/v1/admin/sessions", None),
     ("DELETE", "/v1/admin/sessions/1", None),
     ("GET", "/v1/admin/spokes", None),
@@ -198,6 +198,8 @@ const ADMIN_ROUTES: [(&str, &str, Option<&str>); 12] = [
         None,
     ),
     ("GET", "/v1/admin/config", None),
+    ("GET", "/v1/admin/operations", None),
+    ("GET", "/v1/admin/operations/hub.operations.list", None),
 ];
 
 #[tokio::test]
