@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
 
 use alkhub::config::{Config, LogFormat, DEFAULT_CONFIG};
 use alkhub::plugins::World;
 use alkhub::protocol::PrincipalKind;
 use alkhub::scaffold::Lang;
 use alkhub::store::{NewPrincipal, Principal, Store};
+
+mod remote;
 
 /// mimalloc instead of glibc's allocator: registering 100,000 operations
 /// spent a quarter of the hub's CPU in glibc's malloc and free, most of it
@@ -65,11 +68,15 @@ enum Command {
     Spoke {
         #[command(subcommand)]
         command: PrincipalCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Manage clients (callers).
     Client {
         #[command(subcommand)]
         command: PrincipalCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Call an operation through a running hub.
     Call {
@@ -110,6 +117,20 @@ struct HubConnection {
     /// The hub's base URL (default: ws:// and the configured listen address).
     #[arg(long)]
     url: Option<String>,
+}
+
+/// Where a management command acts: the database (the default), or a
+/// running hub's admin API.
+#[derive(Args)]
+struct RemoteArgs {
+    /// Act through the admin API of the hub at this URL
+    /// (http://localhost:7700) instead of the database; the change is
+    /// audited. Needs a token with the admin scope.
+    #[arg(long, global = true)]
+    hub: Option<String>,
+    /// The admin token for --hub.
+    #[arg(long, global = true, env = "ALKHUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -262,6 +283,12 @@ enum PrincipalCommand {
         /// The id to enable.
         id: String,
     },
+    /// Give one a new token, printed on the last line (shown only once);
+    /// the old token stops working and its sessions close.
+    RotateToken {
+        /// The id whose token to replace.
+        id: String,
+    },
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -327,8 +354,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             open_store(&config).await?;
             println!("migrations applied");
         }
-        Command::Spoke { command } => principal(&config, PrincipalKind::Spoke, command).await?,
-        Command::Client { command } => principal(&config, PrincipalKind::Client, command).await?,
+        Command::Spoke { command, remote } => {
+            principal(&config, PrincipalKind::Spoke, command, remote).await?
+        }
+        Command::Client { command, remote } => {
+            principal(&config, PrincipalKind::Client, command, remote).await?
+        }
         Command::Call {
             operation_id,
             input,
@@ -703,7 +734,15 @@ async fn principal(
     config: &Config,
     kind: PrincipalKind,
     command: PrincipalCommand,
+    remote: RemoteArgs,
 ) -> anyhow::Result<()> {
+    if let Some(hub) = &remote.hub {
+        let token = remote
+            .token
+            .as_deref()
+            .context("--hub needs an admin token: --token or ALKHUB_TOKEN")?;
+        return remote_principal(&remote::AdminClient::new(hub, token)?, kind, command).await;
+    }
     let store = open_store(config).await?;
     match command {
         PrincipalCommand::Add {
@@ -714,19 +753,14 @@ async fn principal(
             provides,
         } => {
             alkhub::names::check_slug(&id).map_err(anyhow::Error::msg)?;
-            let provides = provides.map(|p| {
-                p.into_iter()
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-            });
+            let provides = provides.map(non_empty);
             for pattern in provides.iter().flatten() {
                 alkhub::registration::check_grant_pattern(pattern).map_err(anyhow::Error::msg)?;
             }
             let new = NewPrincipal {
                 id,
                 name,
-                scopes: scopes.into_iter().filter(|s| !s.is_empty()).collect(),
+                scopes: non_empty(scopes),
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
                 provides,
             };
@@ -756,8 +790,124 @@ async fn principal(
             store.set_principal_enabled(kind, &id, true).await?;
             println!("enabled {kind} {id}");
         }
+        PrincipalCommand::RotateToken { id } => {
+            let token = store.rotate_token(kind, &id).await?;
+            println!("new token for {kind} {id} (shown only this once):");
+            println!("{}", token.expose());
+        }
     }
     store.close().await;
+    Ok(())
+}
+
+/// The items of a comma-separated list, trimmed, without empty ones.
+fn non_empty(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// [`principal`] through a running hub's admin API.
+async fn remote_principal(
+    admin: &remote::AdminClient,
+    kind: PrincipalKind,
+    command: PrincipalCommand,
+) -> anyhow::Result<()> {
+    let plural = format!("/v1/admin/{kind}s");
+    match command {
+        PrincipalCommand::Add {
+            id,
+            name,
+            labels,
+            scopes,
+            provides,
+        } => {
+            let body = serde_json::json!({
+                "id": id,
+                "name": name,
+                "scopes": non_empty(scopes),
+                "labels": labels.into_iter().collect::<BTreeMap<_, _>>(),
+                "provides": provides.map(non_empty),
+            });
+            let created = admin.send("POST", &plural, Some(&body)).await?;
+            println!("created {kind} {id}");
+            println!("token (shown only this once):");
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        PrincipalCommand::List => {
+            let listed = admin.send("GET", &plural, None).await?;
+            let all = listed["principals"].as_array().cloned().unwrap_or_default();
+            if all.is_empty() {
+                println!("no {kind}s");
+            }
+            for p in all {
+                let text = |key: &str| p[key].as_str().unwrap_or("-").to_owned();
+                let list = |key: &str| {
+                    p[key]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
+                let labels: Vec<String> = p["labels"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{}\tname={}\tscopes={}\tlabels={}\tprovides={}\tenabled={}\tlast_connected={}",
+                    text("id"),
+                    text("name"),
+                    list("scopes"),
+                    labels.join(","),
+                    if p["provides"].is_null() {
+                        "(default)".to_owned()
+                    } else {
+                        list("provides")
+                    },
+                    p["enabled"],
+                    p["lastConnectedAt"].as_str().unwrap_or("never"),
+                );
+            }
+        }
+        PrincipalCommand::Remove { id } => {
+            let removed = admin
+                .send("DELETE", &format!("{plural}/{id}"), None)
+                .await?;
+            println!(
+                "removed {kind} {id} and {} registration(s)",
+                removed["removedRegistrations"]
+            );
+        }
+        PrincipalCommand::Disable { id } => {
+            admin
+                .send("POST", &format!("{plural}/{id}/disable"), None)
+                .await?;
+            println!("disabled {kind} {id}");
+        }
+        PrincipalCommand::Enable { id } => {
+            admin
+                .send("POST", &format!("{plural}/{id}/enable"), None)
+                .await?;
+            println!("enabled {kind} {id}");
+        }
+        PrincipalCommand::RotateToken { id } => {
+            let rotated = admin
+                .send("POST", &format!("{plural}/{id}/rotate-token"), None)
+                .await?;
+            println!("new token for {kind} {id} (shown only this once):");
+            println!("{}", rotated["token"].as_str().unwrap_or_default());
+        }
+    }
     Ok(())
 }
 

@@ -428,3 +428,79 @@ async fn the_effective_configuration_is_shown_with_its_secrets_masked() {
         .unwrap()
         .starts_with("sqlite:"));
 }
+
+/// `alkhub ARGS` run off the runtime (the hub it talks to runs on it).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::alkhub(dir.path(), &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_principals_through_a_running_hub_with_hub_url() {
+    let hub = common::hub().await;
+    let admin = hub.token(PrincipalKind::Client, "ops", &["admin"]).await;
+    let plain = hub.token(PrincipalKind::Client, "app", &[]).await;
+    let url = format!("http://{}", hub.addr);
+    let run = |token: &str, args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend([
+            "--hub".into(),
+            url.clone(),
+            "--token".into(),
+            token.to_owned(),
+        ]);
+        cli(all)
+    };
+
+    let (ok, out, err) = run(&admin, &["spoke", "add", "edge-2", "--label", "region=eu"]).await;
+    assert!(ok, "{out}{err}");
+    let token = out.lines().last().unwrap().to_owned();
+    assert!(token.starts_with("alk_spoke_"), "{out}");
+    let handle = hub.handle();
+    let found = handle
+        .store()
+        .find_principal_by_token(
+            PrincipalKind::Spoke,
+            &alkhub::crypto::Token::new(token.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.map(|p| p.id).as_deref(), Some("edge-2"));
+
+    let (ok, out, err) = run(&admin, &["spoke", "list"]).await;
+    assert!(
+        ok && out.contains("edge-2") && out.contains("region=eu"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = run(&admin, &["spoke", "rotate-token", "edge-2"]).await;
+    assert!(ok, "{out}{err}");
+    assert_ne!(out.lines().last().unwrap(), token);
+    for action in ["disable", "enable", "remove"] {
+        let (ok, out, err) = run(&admin, &["spoke", action, "edge-2"]).await;
+        assert!(ok, "{action}: {out}{err}");
+    }
+
+    // Without the admin scope it changes nothing and says why.
+    let (ok, _, err) = run(&plain, &["client", "add", "sneaky"]).await;
+    assert!(!ok);
+    assert!(err.contains("403") && err.contains("\"admin\""), "{err}");
+    let (ok, _, err) = run(&admin, &["spoke", "remove", "edge-2"]).await;
+    assert!(!ok && err.contains("404"), "{err}");
+
+    let actions = hub.audit_actions(&admin).await;
+    assert_eq!(
+        actions,
+        [
+            "spoke.remove",
+            "spoke.enable",
+            "spoke.disable",
+            "spoke.rotate-token",
+            "spoke.add"
+        ]
+    );
+}

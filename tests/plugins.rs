@@ -945,20 +945,9 @@ async fn an_operator_lifts_a_quarantine_and_reloads_the_folder_through_the_admin
     assert_eq!(reloaded.json()["loaded"], 1, "{}", reloaded.body);
     assert_eq!(call_with_meta(&client, &[]).await.unwrap(), "a");
 
-    let audit = hub
-        .http("GET", "/v1/admin/audit", Some(&admin), None)
-        .await
-        .json();
-    let actions: Vec<&str> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        actions,
-        ["plugins.reload", "plugin.lift-quarantine"],
-        "{audit}"
+        hub.audit_actions(&admin).await,
+        ["plugins.reload", "plugin.lift-quarantine"]
     );
     let plain = hub.token(PrincipalKind::Client, "app2", &[]).await;
     assert_eq!(hub.http("POST", lift, Some(&plain), None).await.status, 403);

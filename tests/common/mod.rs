@@ -239,6 +239,20 @@ impl TestHub {
         self.running = Some(running);
     }
 
+    /// The actions of the admin audit log, newest first (read with `admin`).
+    pub async fn audit_actions(&self, admin: &str) -> Vec<String> {
+        let audit = self
+            .http("GET", "/v1/admin/audit", Some(admin), None)
+            .await
+            .json();
+        audit["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not an audit page: {audit}"))
+            .iter()
+            .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// An HTTP request to the hub; returns status, headers and body text.
     pub async fn http(
         &self,
