@@ -91,6 +91,14 @@ enum Command {
         #[command(flatten)]
         connection: HubConnection,
     },
+    /// Operate a running hub through its admin API (needs --hub and an
+    /// admin token); answers are printed as JSON.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Check WebAssembly plugins and start new ones.
     Plugin {
         #[command(subcommand)]
@@ -117,6 +125,39 @@ struct HubConnection {
     /// The hub's base URL (default: ws:// and the configured listen address).
     #[arg(long)]
     url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// The live sessions.
+    Sessions,
+    /// Close a live session (code 1008); its peer may reconnect.
+    CloseSession {
+        /// The session id, as `sessions` shows it.
+        session_id: u64,
+    },
+    /// Every operation, or one with its providers and registrations.
+    Operations {
+        /// One operation id.
+        operation_id: Option<String>,
+    },
+    /// The plugins and their health.
+    Plugins,
+    /// Load every changed file of the plugins folder now.
+    ReloadPlugins,
+    /// End a plugin's quarantine now.
+    LiftQuarantine {
+        /// The plugin's name.
+        name: String,
+    },
+    /// The configuration the hub runs with, secrets masked.
+    Config,
+    /// The audit log, newest first.
+    Audit {
+        /// Entries to show (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 /// Where a management command acts: the database (the default), or a
@@ -354,6 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             open_store(&config).await?;
             println!("migrations applied");
         }
+        Command::Admin { command, remote } => admin(command, remote).await?,
         Command::Spoke { command, remote } => {
             principal(&config, PrincipalKind::Spoke, command, remote).await?
         }
@@ -797,6 +839,40 @@ async fn principal(
         }
     }
     store.close().await;
+    Ok(())
+}
+
+/// `alkhub admin …`: one request to the admin API, its answer printed.
+async fn admin(command: AdminCommand, remote: RemoteArgs) -> anyhow::Result<()> {
+    let (Some(hub), Some(token)) = (&remote.hub, &remote.token) else {
+        anyhow::bail!("alkhub admin needs --hub URL and an admin token (--token or ALKHUB_TOKEN)");
+    };
+    let client = remote::AdminClient::new(hub, token)?;
+    let (method, path) = match command {
+        AdminCommand::Sessions => ("GET", "/v1/admin/sessions".to_owned()),
+        AdminCommand::CloseSession { session_id } => {
+            ("DELETE", format!("/v1/admin/sessions/{session_id}"))
+        }
+        AdminCommand::Operations { operation_id: None } => {
+            ("GET", "/v1/admin/operations".to_owned())
+        }
+        AdminCommand::Operations {
+            operation_id: Some(id),
+        } => ("GET", format!("/v1/admin/operations/{id}")),
+        AdminCommand::Plugins => ("GET", "/v1/admin/plugins".to_owned()),
+        AdminCommand::ReloadPlugins => ("POST", "/v1/admin/plugins/reload".to_owned()),
+        AdminCommand::LiftQuarantine { name } => {
+            ("POST", format!("/v1/admin/plugins/{name}/lift-quarantine"))
+        }
+        AdminCommand::Config => ("GET", "/v1/admin/config".to_owned()),
+        AdminCommand::Audit { limit } => ("GET", format!("/v1/admin/audit?limit={limit}")),
+    };
+    let answer = client.send(method, &path, None).await?;
+    if answer.is_null() {
+        println!("done");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    }
     Ok(())
 }
 

@@ -492,6 +492,20 @@ async fn the_cli_manages_principals_through_a_running_hub_with_hub_url() {
     let (ok, _, err) = run(&admin, &["spoke", "remove", "edge-2"]).await;
     assert!(!ok && err.contains("404"), "{err}");
 
+    // `alkhub admin` reads and acts through the same API.
+    let (ok, out, err) = run(&admin, &["admin", "config"]).await;
+    assert!(ok, "{err}");
+    let config: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(config["admin"]["scope"], "admin");
+    let (ok, out, err) = run(&admin, &["admin", "audit", "--limit", "2"]).await;
+    assert!(ok, "{err}");
+    let audit: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
+    let (ok, _, err) = run(&admin, &["admin", "lift-quarantine", "nothing"]).await;
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, err) = cli(vec!["admin".into(), "sessions".into()]).await;
+    assert!(!ok && err.contains("--hub"), "{err}");
+
     let actions = hub.audit_actions(&admin).await;
     assert_eq!(
         actions,
