@@ -1,0 +1,134 @@
+//! `alkhub import`: OpenAPI documents and MCP servers into definitions.
+
+use clap::Subcommand;
+
+use alkhub::config::Config;
+
+use super::open_store;
+
+#[derive(Subcommand)]
+pub enum ImportCommand {
+    /// Define one operation per path and method of an OpenAPI 3.0 or 3.1 document
+    /// (JSON or YAML); importing it again updates them and says what changed.
+    Openapi {
+        /// A file or an http:// URL.
+        source: String,
+        /// The namespace of the operations; it also names the import.
+        #[arg(long)]
+        namespace: String,
+        /// Where the hub sends the requests (default: the document's first absolute server).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR (the variable holds the secret).
+        #[arg(long)]
+        auth: Option<alkhub::imports::Auth>,
+    },
+    /// Define one operation per tool of an MCP server, which the hub then
+    /// serves while it can reach the server.
+    Mcp {
+        /// The import's name, which is also the namespace of its operations.
+        name: String,
+        /// Start the server with this command and talk to it over stdio.
+        #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+        command: Option<String>,
+        /// An argument of the command (repeat for several).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// The server's streamable HTTP endpoint.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// List the imports.
+    List,
+    /// Remove an import with its definitions and their registrations.
+    Remove {
+        /// The import's name.
+        name: String,
+    },
+}
+
+pub async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match command {
+        ImportCommand::Openapi {
+            source,
+            namespace,
+            base_url,
+            auth,
+        } => {
+            let done = alkhub::imports::import_openapi(
+                &store,
+                &source,
+                &namespace,
+                base_url.as_deref(),
+                auth,
+            )
+            .await?;
+            print_changes(&done.name, &done.changes);
+            match &done.base_url {
+                Some(url) => println!("requests go to {url}"),
+                None => println!(
+                    "no base URL: the operations are definitions only until a spoke registers them \
+                     (give --base-url to have the hub call the API)"
+                ),
+            }
+        }
+        ImportCommand::Mcp {
+            name,
+            command,
+            args,
+            url,
+        } => {
+            let config = alkhub::imports::mcp::McpConfig {
+                command,
+                args,
+                url,
+                tools: Default::default(),
+            };
+            let changes = alkhub::imports::mcp::import_mcp(&store, &name, config).await?;
+            print_changes(&name, &changes);
+        }
+        ImportCommand::List => {
+            for i in store.list_imports().await? {
+                let target = i.config["base_url"]
+                    .as_str()
+                    .or(i.config["url"].as_str())
+                    .unwrap_or("-");
+                println!(
+                    "{}\t{}\t{}\toperations={}\t{}\t{}",
+                    i.name,
+                    i.kind.as_str(),
+                    i.namespace,
+                    i.operations.len(),
+                    target,
+                    i.config["source"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        ImportCommand::Remove { name } => {
+            let removed = store.remove_import(&name).await?;
+            println!("removed import {name} and its {} operations", removed.len());
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn print_changes(name: &str, c: &alkhub::store::ImportChanges) {
+    println!(
+        "import {name}: {} added, {} updated, {} unchanged, {} removed",
+        c.added.len(),
+        c.updated.len(),
+        c.unchanged.len(),
+        c.removed.len()
+    );
+    for (what, ids) in [
+        ("added", &c.added),
+        ("updated", &c.updated),
+        ("removed", &c.removed),
+    ] {
+        for id in ids {
+            println!("  {what} {id}");
+        }
+    }
+}

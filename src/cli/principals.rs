@@ -1,0 +1,287 @@
+//! `alkhub spoke` and `alkhub client`: in the database, or with `--hub`
+//! through a running hub's admin API.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use alkhub::config::Config;
+use alkhub::protocol::PrincipalKind;
+use alkhub::store::{NewPrincipal, Principal};
+
+use super::{open_store, remote};
+
+/// Where a management command acts: the database (the default), or a
+/// running hub's admin API.
+#[derive(Args)]
+pub struct RemoteArgs {
+    /// Act through the admin API of the hub at this URL
+    /// (http://localhost:7700) instead of the database; the change is
+    /// audited. Needs a token with the admin scope.
+    #[arg(long, global = true)]
+    pub hub: Option<String>,
+    /// The admin token for --hub.
+    #[arg(long, global = true, env = "ALKHUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum PrincipalCommand {
+    /// Create one and print its token on the last line (shown only once).
+    Add {
+        /// A slug: [a-z0-9][a-z0-9-]{0,62}.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A label, KEY=VALUE; repeatable.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Comma-separated operation-id patterns it may provide (`*` matches
+        /// any characters), e.g. 'chat.*,dev.*'. Without it a spoke may
+        /// provide in every namespace except `hub` and those of imports, a
+        /// client nothing. An import's operations need a pattern naming them.
+        #[arg(long, value_delimiter = ',')]
+        provides: Option<Vec<String>>,
+    },
+    /// List them (never their tokens).
+    List,
+    /// Remove one and its registrations.
+    Remove {
+        /// The id to remove.
+        id: String,
+    },
+    /// Disable one: its token stops working and a running hub closes its
+    /// sessions within seconds.
+    Disable {
+        /// The id to disable.
+        id: String,
+    },
+    /// Enable one again.
+    Enable {
+        /// The id to enable.
+        id: String,
+    },
+    /// Give one a new token, printed on the last line (shown only once);
+    /// the old token stops working and its sessions close.
+    RotateToken {
+        /// The id whose token to replace.
+        id: String,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("invalid label {text:?}: expected KEY=VALUE")),
+    }
+}
+
+pub async fn principal(
+    config: &Config,
+    kind: PrincipalKind,
+    command: PrincipalCommand,
+    remote: RemoteArgs,
+) -> anyhow::Result<()> {
+    if let Some(hub) = &remote.hub {
+        let token = remote
+            .token
+            .as_deref()
+            .context("--hub needs an admin token: --token or ALKHUB_TOKEN")?;
+        return remote_principal(&remote::AdminClient::new(hub, token)?, kind, command).await;
+    }
+    let store = open_store(config).await?;
+    match command {
+        PrincipalCommand::Add {
+            id,
+            name,
+            labels,
+            scopes,
+            provides,
+        } => {
+            alkhub::names::check_slug(&id).map_err(anyhow::Error::msg)?;
+            let provides = provides.map(non_empty);
+            for pattern in provides.iter().flatten() {
+                alkhub::registration::check_grant_pattern(pattern).map_err(anyhow::Error::msg)?;
+            }
+            let new = NewPrincipal {
+                id,
+                name,
+                scopes: non_empty(scopes),
+                labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                provides,
+            };
+            let (created, token) = store.create_principal(kind, &new).await?;
+            println!("created {} {}", kind, created.id);
+            println!("token (shown only this once):");
+            println!("{}", token.expose());
+        }
+        PrincipalCommand::List => {
+            let all = store.list_principals(kind).await?;
+            if all.is_empty() {
+                println!("no {kind}s");
+            }
+            for p in all {
+                println!("{}", describe(&p));
+            }
+        }
+        PrincipalCommand::Remove { id } => {
+            let removed = store.remove_principal(kind, &id).await?;
+            println!("removed {kind} {id} and {removed} registration(s)");
+        }
+        PrincipalCommand::Disable { id } => {
+            store.set_principal_enabled(kind, &id, false).await?;
+            println!("disabled {kind} {id}");
+        }
+        PrincipalCommand::Enable { id } => {
+            store.set_principal_enabled(kind, &id, true).await?;
+            println!("enabled {kind} {id}");
+        }
+        PrincipalCommand::RotateToken { id } => {
+            let token = store.rotate_token(kind, &id).await?;
+            println!("new token for {kind} {id} (shown only this once):");
+            println!("{}", token.expose());
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// The items of a comma-separated list, trimmed, without empty ones.
+fn non_empty(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// [`principal`] through a running hub's admin API.
+async fn remote_principal(
+    admin: &remote::AdminClient,
+    kind: PrincipalKind,
+    command: PrincipalCommand,
+) -> anyhow::Result<()> {
+    let plural = format!("/v1/admin/{kind}s");
+    match command {
+        PrincipalCommand::Add {
+            id,
+            name,
+            labels,
+            scopes,
+            provides,
+        } => {
+            let body = serde_json::json!({
+                "id": id,
+                "name": name,
+                "scopes": non_empty(scopes),
+                "labels": labels.into_iter().collect::<BTreeMap<_, _>>(),
+                "provides": provides.map(non_empty),
+            });
+            let created = admin.send("POST", &plural, Some(&body)).await?;
+            println!("created {kind} {id}");
+            println!("token (shown only this once):");
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        PrincipalCommand::List => {
+            let listed = admin.send("GET", &plural, None).await?;
+            let all = listed["principals"].as_array().cloned().unwrap_or_default();
+            if all.is_empty() {
+                println!("no {kind}s");
+            }
+            for p in all {
+                let text = |key: &str| p[key].as_str().unwrap_or("-").to_owned();
+                let list = |key: &str| {
+                    p[key]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
+                let labels: Vec<String> = p["labels"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{}\tname={}\tscopes={}\tlabels={}\tprovides={}\tenabled={}\tlast_connected={}",
+                    text("id"),
+                    text("name"),
+                    list("scopes"),
+                    labels.join(","),
+                    if p["provides"].is_null() {
+                        "(default)".to_owned()
+                    } else {
+                        list("provides")
+                    },
+                    p["enabled"],
+                    p["lastConnectedAt"].as_str().unwrap_or("never"),
+                );
+            }
+        }
+        PrincipalCommand::Remove { id } => {
+            let removed = admin
+                .send("DELETE", &format!("{plural}/{id}"), None)
+                .await?;
+            println!(
+                "removed {kind} {id} and {} registration(s)",
+                removed["removedRegistrations"]
+            );
+        }
+        PrincipalCommand::Disable { id } => {
+            admin
+                .send("POST", &format!("{plural}/{id}/disable"), None)
+                .await?;
+            println!("disabled {kind} {id}");
+        }
+        PrincipalCommand::Enable { id } => {
+            admin
+                .send("POST", &format!("{plural}/{id}/enable"), None)
+                .await?;
+            println!("enabled {kind} {id}");
+        }
+        PrincipalCommand::RotateToken { id } => {
+            let rotated = admin
+                .send("POST", &format!("{plural}/{id}/rotate-token"), None)
+                .await?;
+            println!("new token for {kind} {id} (shown only this once):");
+            println!("{}", rotated["token"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+fn describe(p: &Principal) -> String {
+    let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let last = p
+        .last_connected_at
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| "never".to_owned());
+    let provides = match &p.provides {
+        Some(patterns) => patterns.join(","),
+        None => match p.kind {
+            PrincipalKind::Spoke => "(default: any namespace not reserved or imported)".to_owned(),
+            PrincipalKind::Client => "(default: nothing)".to_owned(),
+        },
+    };
+    format!(
+        "{}\tname={}\tscopes={}\tlabels={}\tprovides={provides}\tenabled={}\tlast_connected={last}",
+        p.id,
+        p.name.as_deref().unwrap_or("-"),
+        p.scopes.join(","),
+        labels.join(","),
+        p.enabled
+    )
+}
