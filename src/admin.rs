@@ -206,36 +206,35 @@ async fn close_session(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PrincipalView {
-    kind: PrincipalKind,
-    id: String,
-    name: Option<String>,
-    scopes: Vec<String>,
-    labels: BTreeMap<String, String>,
-    provides: Option<Vec<String>>,
-    enabled: bool,
-    last_connected_at: Option<chrono::DateTime<chrono::Utc>>,
-    last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
-    created_at: chrono::DateTime<chrono::Utc>,
+/// `GET /v1/admin/{spokes|clients}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PrincipalList {
+    /// Every spoke or every client.
+    pub principals: Vec<Principal>,
 }
 
-impl From<Principal> for PrincipalView {
-    fn from(p: Principal) -> Self {
-        PrincipalView {
-            kind: p.kind,
-            id: p.id,
-            name: p.name,
-            scopes: p.scopes,
-            labels: p.labels,
-            provides: p.provides,
-            enabled: p.enabled,
-            last_connected_at: p.last_connected_at,
-            last_seen_at: p.last_seen_at,
-            created_at: p.created_at,
-        }
-    }
+/// `POST /v1/admin/{spokes|clients}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Created {
+    /// What was added.
+    pub principal: Principal,
+    /// Its token, shown this once.
+    pub token: String,
+}
+
+/// `POST /v1/admin/{spokes|clients}/{id}/rotate-token`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Rotated {
+    /// The new token, shown this once.
+    pub token: String,
+}
+
+/// `DELETE /v1/admin/{spokes|clients}/{id}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removed {
+    /// Its registrations removed with it.
+    pub removed_registrations: u64,
 }
 
 async fn list_principals(
@@ -245,14 +244,8 @@ async fn list_principals(
 ) -> Answer {
     admin(&hub, &headers).await?;
     let kind = kind_of(&kind)?;
-    let principals: Vec<PrincipalView> = hub
-        .store()
-        .list_principals(kind)
-        .await?
-        .into_iter()
-        .map(PrincipalView::from)
-        .collect();
-    Ok(Json(json!({ "principals": principals })).into_response())
+    let principals = hub.store().list_principals(kind).await?;
+    Ok(Json(PrincipalList { principals }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -295,11 +288,11 @@ async fn add_principal(
     let target = format!("{kind}/{}", principal.id);
     let detail = json!({"scopes": principal.scopes, "labels": principal.labels, "provides": principal.provides});
     audit(&hub, &who, &format!("{kind}.add"), &target, detail).await?;
-    let body = json!({
-        "principal": PrincipalView::from(principal),
+    let body = Created {
+        principal,
         // Shown once: only its hash is stored.
-        "token": token.expose(),
-    });
+        token: token.expose().to_owned(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -320,7 +313,10 @@ async fn remove_principal(
         json!({"registrations": removed}),
     )
     .await?;
-    Ok(Json(json!({"removedRegistrations": removed})).into_response())
+    Ok(Json(Removed {
+        removed_registrations: removed,
+    })
+    .into_response())
 }
 
 async fn change_principal(
@@ -350,7 +346,10 @@ async fn change_principal(
                 json!({}),
             )
             .await?;
-            Ok(Json(json!({"token": token.expose()})).into_response())
+            Ok(Json(Rotated {
+                token: token.expose().to_owned(),
+            })
+            .into_response())
         }
         other => Err(AdminError(
             StatusCode::NOT_FOUND,

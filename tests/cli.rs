@@ -56,6 +56,13 @@ fn spoke_add_prints_the_token_last_and_stores_only_its_hash() {
         "{listed}"
     );
     assert!(!listed.contains(&token));
+    let json = alkhub(dir.path(), &["spoke", "list", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(json[0]["id"], "devbox");
+    assert_eq!(json[0]["labels"]["region"], "eu");
+    assert_eq!(json[0]["scopes"], serde_json::json!(["fs", "chat"]));
+    let imports = alkhub(dir.path(), &["import", "list", "--output", "json"]);
+    assert_eq!(stdout(&imports).trim(), "[]", "{}", stderr(&imports));
 
     // The database (and its WAL, if any) holds the hash, never the token.
     let mut found_hash = false;
@@ -294,6 +301,29 @@ async fn call_and_ops_list_reach_a_running_hub() {
         stdout(&out).contains("demo.echo\tquery"),
         "{}",
         stdout(&out)
+    );
+    let out = run(vec![
+        "ops".into(),
+        "list".into(),
+        "--output".into(),
+        "json".into(),
+        "--token".into(),
+        client_token.clone(),
+        "--url".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let echo = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == "demo.echo")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        (echo["type"].as_str(), echo["activeRegistrations"].as_u64()),
+        (Some("query"), Some(1))
     );
 
     let out = run(vec![

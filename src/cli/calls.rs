@@ -2,8 +2,12 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 
 use alkhub::config::Config;
+use alkhub::protocol::{AccessLevel, OperationType};
+
+use super::Output;
 
 /// How CLI commands reach a running hub.
 #[derive(Args)]
@@ -22,6 +26,9 @@ pub enum OpsCommand {
     List {
         #[command(flatten)]
         connection: HubConnection,
+        /// text (a line each) or json.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
 }
 
@@ -86,27 +93,58 @@ pub async fn call(
     Ok(())
 }
 
-/// `alkhub ops`.
+/// One operation as `hub.operations.list` describes it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationSummary {
+    id: String,
+    #[serde(rename = "type")]
+    op_type: OperationType,
+    access_level: AccessLevel,
+    active_registrations: u64,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// One page of `hub.operations.list`.
+#[derive(Debug, Deserialize)]
+struct Page {
+    operations: Vec<OperationSummary>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `alkhub ops`: every page of `hub.operations.list`.
 pub async fn ops(config: &Config, command: OpsCommand) -> anyhow::Result<()> {
-    let OpsCommand::List { connection } = command;
+    let OpsCommand::List { connection, output } = command;
     let peer = connection.connect(config).await?;
-    let output = peer
-        .call("hub.operations.list", serde_json::Value::Null)
-        .await
-        .map_err(call_failed)?;
-    let operations = output["data"]["operations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for op in operations {
-        println!(
-            "{}\t{}\t{}\tproviders={}\t{}",
-            op["id"].as_str().unwrap_or_default(),
-            op["type"].as_str().unwrap_or_default(),
-            op["accessLevel"].as_str().unwrap_or_default(),
-            op["activeRegistrations"],
-            op["description"].as_str().unwrap_or_default()
-        );
+    let mut operations = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let input = match &after {
+            Some(after) => serde_json::json!({ "after": after }),
+            None => serde_json::Value::Null,
+        };
+        let answer = peer
+            .call("hub.operations.list", input)
+            .await
+            .map_err(call_failed)?;
+        let page: Page = serde_json::from_value(answer["data"].clone())
+            .context("hub.operations.list answered in an unexpected shape")?;
+        operations.extend(page.operations);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
     }
-    Ok(())
+    output.print(&operations, |op| {
+        format!(
+            "{}\t{}\t{}\tproviders={}\t{}",
+            op.id,
+            op.op_type.as_str(),
+            op.access_level.as_str(),
+            op.active_registrations,
+            op.description.as_deref().unwrap_or_default()
+        )
+    })
 }

@@ -4,7 +4,22 @@ use clap::Subcommand;
 
 use alkhub::config::Config;
 
-use super::open_store;
+use super::{open_store, Output};
+
+/// One import as `alkhub import list` shows it.
+#[derive(Debug, serde::Serialize)]
+struct ImportSummary {
+    name: String,
+    kind: &'static str,
+    namespace: String,
+    /// How many operations it defined.
+    operations: usize,
+    /// The base URL it calls, or the MCP server's URL.
+    target: Option<String>,
+    /// Where its document came from.
+    source: Option<String>,
+    enabled: bool,
+}
 
 #[derive(Subcommand)]
 pub enum ImportCommand {
@@ -39,7 +54,11 @@ pub enum ImportCommand {
         url: Option<String>,
     },
     /// List the imports.
-    List,
+    List {
+        /// text (a line each) or json.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Remove an import with its definitions and their registrations.
     Remove {
         /// The import's name.
@@ -88,22 +107,35 @@ pub async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<(
             let changes = alkhub::imports::mcp::import_mcp(&store, &name, config).await?;
             print_changes(&name, &changes);
         }
-        ImportCommand::List => {
-            for i in store.list_imports().await? {
-                let target = i.config["base_url"]
-                    .as_str()
-                    .or(i.config["url"].as_str())
-                    .unwrap_or("-");
-                println!(
+        ImportCommand::List { output } => {
+            let imports: Vec<ImportSummary> = store
+                .list_imports()
+                .await?
+                .into_iter()
+                .map(|i| ImportSummary {
+                    target: i.config["base_url"]
+                        .as_str()
+                        .or(i.config["url"].as_str())
+                        .map(str::to_owned),
+                    source: i.config["source"].as_str().map(str::to_owned),
+                    kind: i.kind.as_str(),
+                    operations: i.operations.len(),
+                    enabled: i.enabled,
+                    namespace: i.namespace,
+                    name: i.name,
+                })
+                .collect();
+            output.print(&imports, |i| {
+                format!(
                     "{}\t{}\t{}\toperations={}\t{}\t{}",
                     i.name,
-                    i.kind.as_str(),
+                    i.kind,
                     i.namespace,
-                    i.operations.len(),
-                    target,
-                    i.config["source"].as_str().unwrap_or("-")
-                );
-            }
+                    i.operations,
+                    i.target.as_deref().unwrap_or("-"),
+                    i.source.as_deref().unwrap_or("-")
+                )
+            })?;
         }
         ImportCommand::Remove { name } => {
             let removed = store.remove_import(&name).await?;

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
+use alkhub::admin::{Created, PrincipalList, Removed, Rotated};
 use alkhub::config::Config;
 use alkhub::protocol::PrincipalKind;
 use alkhub::store::{NewPrincipal, Principal};
 
-use super::{open_store, remote};
+use super::{open_store, remote, Output};
 
 /// Where a management command acts: the database (the default), or a
 /// running hub's admin API.
@@ -50,7 +50,11 @@ pub enum PrincipalCommand {
         provides: Option<Vec<String>>,
     },
     /// List them (never their tokens).
-    List,
+    List {
+        /// text (a line each) or json.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Remove one and its registrations.
     Remove {
         /// The id to remove.
@@ -121,14 +125,9 @@ pub async fn principal(
             println!("token (shown only this once):");
             println!("{}", token.expose());
         }
-        PrincipalCommand::List => {
+        PrincipalCommand::List { output } => {
             let all = store.list_principals(kind).await?;
-            if all.is_empty() {
-                println!("no {kind}s");
-            }
-            for p in all {
-                println!("{}", describe(&p));
-            }
+            print_principals(kind, &all, output)?;
         }
         PrincipalCommand::Remove { id } => {
             let removed = store.remove_principal(kind, &id).await?;
@@ -183,61 +182,22 @@ async fn remote_principal(
                 "labels": labels.into_iter().collect::<BTreeMap<_, _>>(),
                 "provides": provides.map(non_empty),
             });
-            let created = admin.send("POST", &plural, Some(&body)).await?;
-            println!("created {kind} {id}");
+            let created: Created = admin.request("POST", &plural, Some(&body)).await?;
+            println!("created {kind} {}", created.principal.id);
             println!("token (shown only this once):");
-            println!("{}", created["token"].as_str().unwrap_or_default());
+            println!("{}", created.token);
         }
-        PrincipalCommand::List => {
-            let listed = admin.send("GET", &plural, None).await?;
-            let all = listed["principals"].as_array().cloned().unwrap_or_default();
-            if all.is_empty() {
-                println!("no {kind}s");
-            }
-            for p in all {
-                let text = |key: &str| p[key].as_str().unwrap_or("-").to_owned();
-                let list = |key: &str| {
-                    p[key]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default()
-                };
-                let labels: Vec<String> = p["labels"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "{}\tname={}\tscopes={}\tlabels={}\tprovides={}\tenabled={}\tlast_connected={}",
-                    text("id"),
-                    text("name"),
-                    list("scopes"),
-                    labels.join(","),
-                    if p["provides"].is_null() {
-                        "(default)".to_owned()
-                    } else {
-                        list("provides")
-                    },
-                    p["enabled"],
-                    p["lastConnectedAt"].as_str().unwrap_or("never"),
-                );
-            }
+        PrincipalCommand::List { output } => {
+            let listed: PrincipalList = admin.request("GET", &plural, None).await?;
+            print_principals(kind, &listed.principals, output)?;
         }
         PrincipalCommand::Remove { id } => {
-            let removed = admin
-                .send("DELETE", &format!("{plural}/{id}"), None)
+            let removed: Removed = admin
+                .request("DELETE", &format!("{plural}/{id}"), None)
                 .await?;
             println!(
                 "removed {kind} {id} and {} registration(s)",
-                removed["removedRegistrations"]
+                removed.removed_registrations
             );
         }
         PrincipalCommand::Disable { id } => {
@@ -253,16 +213,25 @@ async fn remote_principal(
             println!("enabled {kind} {id}");
         }
         PrincipalCommand::RotateToken { id } => {
-            let rotated = admin
-                .send("POST", &format!("{plural}/{id}/rotate-token"), None)
+            let rotated: Rotated = admin
+                .request("POST", &format!("{plural}/{id}/rotate-token"), None)
                 .await?;
             println!("new token for {kind} {id} (shown only this once):");
-            println!("{}", rotated["token"].as_str().unwrap_or_default());
+            println!("{}", rotated.token);
         }
     }
     Ok(())
 }
 
+/// Prints a list of spokes or clients.
+fn print_principals(kind: PrincipalKind, all: &[Principal], output: Output) -> anyhow::Result<()> {
+    if all.is_empty() && output == Output::Text {
+        println!("no {kind}s");
+    }
+    output.print(all, describe)
+}
+
+/// One spoke or client on one line.
 fn describe(p: &Principal) -> String {
     let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let last = p

@@ -4,6 +4,7 @@
 //! access, and every change is audited.
 
 use anyhow::{anyhow, Context};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// A running hub's admin API, reached with an admin token.
@@ -67,5 +68,17 @@ impl AdminClient {
             return Err(anyhow!("{method} {path}: {status} {code}: {message}"));
         }
         Ok(answer)
+    }
+
+    /// [`AdminClient::send`] with the answer read as `T` (`()` for none).
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<T> {
+        let answer = self.send(method, path, body).await?;
+        serde_json::from_value(answer)
+            .with_context(|| format!("{method} {path}: the hub's answer has an unexpected shape"))
     }
 }

@@ -27,8 +27,10 @@ pub struct NewPrincipal {
     pub provides: Option<Vec<String>>,
 }
 
-/// A stored spoke or client. The token hash stays inside the store.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored spoke or client. The token hash stays inside the store, so
+/// this is also what the admin API and `alkhub spoke list` show.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Principal {
     /// Which table the row lives in.
     pub kind: PrincipalKind,
