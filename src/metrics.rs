@@ -261,6 +261,8 @@ pub struct Snapshot {
     pub plugins: Vec<PluginFigures>,
     /// Database connections: open, idle, and the pool's maximum.
     pub db_pool: (u64, u64, u64),
+    /// Database queries that failed since start.
+    pub db_errors: u64,
     /// Import providers by state (`up`, `down`).
     pub imports: Vec<(&'static str, u64)>,
 }
@@ -380,6 +382,13 @@ impl Snapshot {
             "db_pool_max_connections",
             "The database pool's size limit",
             gauge(max),
+        );
+        let errors = Counter::<u64>::default();
+        errors.inc_by(self.db_errors);
+        r.register(
+            "db_errors",
+            "Database queries that failed (refused duplicates included) or found no connection",
+            errors,
         );
         let imports = Family::<StateLabel, Gauge>::default();
         for (state, n) in &self.imports {

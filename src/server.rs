@@ -162,6 +162,7 @@ impl Hub {
                 })
                 .collect(),
             db_pool: self.store().pool_use(),
+            db_errors: self.store().errors(),
             imports: vec![
                 ("serving", serving_imports),
                 ("down", enabled_imports.saturating_sub(serving_imports)),

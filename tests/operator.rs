@@ -152,6 +152,7 @@ async fn metrics_count_the_calls_made_and_parse_as_openmetrics() {
     assert_eq!(value("alkhub_registrations_active{}"), 4.0);
     assert!(value("alkhub_operations{}") >= 4.0);
     assert!(value("alkhub_db_pool_max_connections{}") >= 1.0);
+    assert_eq!(value("alkhub_db_errors_total{}"), 0.0);
     // The embedded default router is listed, if only with zero decisions.
     assert!(
         samples
@@ -161,13 +162,25 @@ async fn metrics_count_the_calls_made_and_parse_as_openmetrics() {
         scraped.body
     );
 
-    // The counters move with more calls.
+    // The counters move with more calls, and a query the database refuses
+    // (a duplicate id) is a database error.
     client.call("math.add", json!({"a": 1})).await.unwrap();
+    let duplicate = alkhub::store::NewPrincipal {
+        id: "app".into(),
+        ..Default::default()
+    };
+    let handle = hub.handle();
+    assert!(handle
+        .store()
+        .create_principal(PrincipalKind::Client, &duplicate)
+        .await
+        .is_err());
     let again = parse_openmetrics(&hub.http("GET", "/metrics", Some(&token), None).await.body);
     assert_eq!(
         again[r#"alkhub_calls_total{namespace="math",outcome="ok"}"#],
         6.0
     );
+    assert_eq!(again["alkhub_db_errors_total{}"], 1.0);
 }
 
 #[tokio::test]

@@ -96,6 +96,8 @@ pub struct Store {
     // 100 ms) before it tries again. Declarations queue here instead, so
     // the next one starts the moment the last commits.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    // Queries that failed, for `/metrics` (every query goes through `on_pool!`).
+    errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone, Debug)]
@@ -107,12 +109,16 @@ enum Backend {
 /// Runs `$body` with `$pool` bound to the store's pool, whichever engine it is.
 /// The body is compiled once per engine, so it must be valid SQL for both.
 macro_rules! on_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.backend {
+    ($store:expr, |$pool:ident| $body:expr) => {{
+        let result = match &$store.backend {
             $crate::store::Backend::Sqlite($pool) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
+        };
+        if result.is_err() {
+            $store.count_error();
         }
-    };
+        result
+    }};
 }
 pub(crate) use on_pool;
 
@@ -201,7 +207,19 @@ impl Store {
         Ok(Store {
             backend,
             sqlite_writer: Arc::default(),
+            errors: Arc::default(),
         })
+    }
+
+    /// Queries the database answered with an error (refused duplicates
+    /// included) or that could not get a connection, since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_error(&self) {
+        self.errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The connection pool: connections open, idle, and the most it opens.
@@ -293,7 +311,10 @@ impl Store {
 
     /// Closes the pool, waiting for connections to return.
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
