@@ -292,6 +292,44 @@ fn the_cli_imports_lists_and_removes() {
     assert!(!ok);
     assert!(err.contains("`openapi` field is missing"), "{err}");
 
+    // One operation that cannot be mapped is skipped, named, with its
+    // reason; with --strict the import fails and saves nothing.
+    write(
+        dir.path(),
+        "partly.json",
+        r##"{"openapi": "3.1.0", "paths": {
+            "/ok": {"get": {"operationId": "fine"}},
+            "/bad": {"get": {"operationId": "broken", "parameters": [{"$ref": "#/components/parameters/gone"}]}}}}"##,
+    );
+    let strict = [
+        "import",
+        "openapi",
+        "partly.json",
+        "--namespace",
+        "partly",
+        "--strict",
+    ];
+    let (ok, _, err) = alkhub(dir.path(), &strict);
+    assert!(!ok);
+    assert!(
+        err.contains("GET /bad") && err.contains("--strict"),
+        "{err}"
+    );
+    let (_, out, _) = alkhub(dir.path(), &["import", "list"]);
+    assert!(!out.contains("partly"), "{out}");
+    let (ok, out, err) = alkhub(dir.path(), &strict[..5]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: skipped GET /bad") && err.contains("#/components/parameters/gone"),
+        "{err}"
+    );
+    assert!(
+        out.contains("1 added") && out.contains("1 operation(s) skipped"),
+        "{out}"
+    );
+    let (ok, _, err) = alkhub(dir.path(), &["import", "remove", "partly"]);
+    assert!(ok, "{err}");
+
     let (ok, out, err) = alkhub(dir.path(), &["import", "remove", "pets"]);
     assert!(ok, "{err}");
     assert!(

@@ -37,6 +37,10 @@ pub enum ImportCommand {
         /// bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR (the variable holds the secret).
         #[arg(long)]
         auth: Option<alkhub::imports::Auth>,
+        /// Fail, saving nothing, when an operation cannot be mapped (by
+        /// default it is skipped with a warning and the rest import).
+        #[arg(long)]
+        strict: bool,
     },
     /// Define one operation per tool of an MCP server, which the hub then
     /// serves while it can reach the server.
@@ -74,16 +78,27 @@ pub async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<(
             namespace,
             base_url,
             auth,
+            strict,
         } => {
-            let done = alkhub::imports::import_openapi(
+            let done = alkhub::imports::import_openapi_checked(
                 &store,
                 &source,
                 &namespace,
                 base_url.as_deref(),
                 auth,
+                strict,
             )
             .await?;
+            for (operation, why) in &done.skipped {
+                eprintln!("warning: skipped {operation}: {why}");
+            }
             print_changes(&done.name, &done.changes);
+            if !done.skipped.is_empty() {
+                println!(
+                    "{} operation(s) skipped (see the warnings; --strict fails instead)",
+                    done.skipped.len()
+                );
+            }
             match &done.base_url {
                 Some(url) => println!("requests go to {url}"),
                 None => println!(

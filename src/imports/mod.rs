@@ -104,6 +104,8 @@ pub struct Imported {
     pub base_url: Option<String>,
     /// What changed.
     pub changes: ImportChanges,
+    /// Operations of the document left out (`METHOD /path`, and why).
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Reads `source` (a file path or an http:// URL).
@@ -136,6 +138,19 @@ pub async fn import_openapi(
     base_url: Option<&str>,
     auth: Option<Auth>,
 ) -> anyhow::Result<Imported> {
+    import_openapi_checked(store, source, namespace, base_url, auth, false).await
+}
+
+/// [`import_openapi`]; when `strict`, an operation that cannot be mapped
+/// fails the whole import (nothing is saved) instead of being skipped.
+pub async fn import_openapi_checked(
+    store: &Store,
+    source: &str,
+    namespace: &str,
+    base_url: Option<&str>,
+    auth: Option<Auth>,
+    strict: bool,
+) -> anyhow::Result<Imported> {
     let text = read_source(source).await?;
     let doc = openapi::parse(&text)
         .map_err(anyhow::Error::msg)
@@ -143,6 +158,18 @@ pub async fn import_openapi(
     let mapped = openapi::import(&doc, namespace)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("cannot import {source}"))?;
+    if strict && !mapped.skipped.is_empty() {
+        let reasons: Vec<String> = mapped
+            .skipped
+            .iter()
+            .map(|(op, why)| format!("{op}: {why}"))
+            .collect();
+        bail!(
+            "cannot import {source}: {} operation(s) cannot be mapped (--strict):\n{}",
+            reasons.len(),
+            reasons.join("\n")
+        );
+    }
     let base_url = match base_url {
         Some(url) => Some(check_base_url(url)?),
         None => mapped
@@ -178,6 +205,7 @@ pub async fn import_openapi(
         name: namespace.to_owned(),
         base_url,
         changes,
+        skipped: mapped.skipped,
     })
 }
 

@@ -68,6 +68,9 @@ pub struct Imported {
 pub struct Document {
     /// The operations, in path then method order.
     pub operations: Vec<Imported>,
+    /// The operations that could not be mapped (`METHOD /path`, and why):
+    /// each is left out and the rest import.
+    pub skipped: Vec<(String, String)>,
     /// The first `servers[].url`, if any.
     pub server_url: Option<String>,
     /// `info.title`.
@@ -103,9 +106,16 @@ pub fn import(doc: &Value, namespace: &str) -> Result<Document, String> {
     };
     let resolver = Resolver { doc };
     let mut operations = Vec::new();
+    let mut skipped = Vec::new();
     let mut taken = BTreeSet::new();
     for (path, item) in &paths {
-        let item = resolver.resolve(item, &mut Vec::new())?;
+        let item = match resolver.resolve(item, &mut Vec::new()) {
+            Ok(item) => item,
+            Err(e) => {
+                skipped.push((path.clone(), e));
+                continue;
+            }
+        };
         let shared = item
             .get("parameters")
             .and_then(Value::as_array)
@@ -113,20 +123,30 @@ pub fn import(doc: &Value, namespace: &str) -> Result<Document, String> {
             .unwrap_or_default();
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
-            let imported = operation(&resolver, namespace, path, method, op, &shared)
-                .map_err(|e| format!("{} {path}: {e}", method.to_uppercase()))?;
+            let label = format!("{} {path}", method.to_uppercase());
+            let imported = match operation(&resolver, namespace, path, method, op, &shared) {
+                Ok(imported) => imported,
+                Err(e) => {
+                    skipped.push((label, e));
+                    continue;
+                }
+            };
             if !taken.insert(imported.definition.name.clone()) {
-                return Err(format!(
-                    "{} {path}: the operation name {} is used twice; give one of them another operationId",
-                    method.to_uppercase(),
-                    imported.definition.name
+                skipped.push((
+                    label,
+                    format!(
+                        "the operation name {} is already taken by another operation; give one of them another operationId",
+                        imported.definition.name
+                    ),
                 ));
+                continue;
             }
             operations.push(imported);
         }
     }
     Ok(Document {
         operations,
+        skipped,
         server_url: doc
             .pointer("/servers/0/url")
             .and_then(Value::as_str)
@@ -152,6 +172,9 @@ fn operation(
     };
     names::check_name(&name)?;
 
+    // Schemas keep their references: each component reached is bundled
+    // once into the input's `$defs`.
+    let mut bundle = Bundle::new(resolver);
     // Operation-level parameters override path-level ones of the same name and location.
     let mut params: Vec<(Param, Value, bool)> = Vec::new();
     let own = op
@@ -178,7 +201,7 @@ fn operation(
             }
         };
         let schema = match p.get("schema") {
-            Some(s) => resolver.inline(s)?,
+            Some(s) => bundle.rewrite(s)?,
             None => json!({ "type": "string" }),
         };
         let schema = with_description(schema, p.get("description"));
@@ -213,7 +236,7 @@ fn operation(
             if properties.contains_key("body") {
                 return Err("a parameter is named body, which the JSON request body needs".into());
             }
-            properties.insert("body".into(), resolver.inline(schema)?);
+            properties.insert("body".into(), bundle.rewrite(schema)?);
             if rb.get("required").and_then(Value::as_bool).unwrap_or(false) {
                 required.push(Value::String("body".into()));
             }
@@ -225,6 +248,7 @@ fn operation(
     if !required.is_empty() {
         input["required"] = Value::Array(required);
     }
+    let input = bundle.finish(input)?;
 
     let (stream, output) = success_response(resolver, op)?;
     let op_type = if stream {
@@ -279,7 +303,11 @@ fn success_response(resolver: &Resolver<'_>, op: &Value) -> Result<(bool, Option
     let content = response.get("content").and_then(Value::as_object);
     let stream = content.is_some_and(|c| c.contains_key("text/event-stream"));
     let output = match response.pointer("/content/application~1json/schema") {
-        Some(schema) if !stream => Some(resolver.inline(schema)?),
+        Some(schema) if !stream => {
+            let mut bundle = Bundle::new(resolver);
+            let root = bundle.rewrite(schema)?;
+            Some(bundle.finish(root)?)
+        }
         _ => None,
     };
     Ok((stream, output))
@@ -332,47 +360,130 @@ impl Resolver<'_> {
     }
 
     fn target(&self, reference: &str) -> Result<&Value, String> {
-        let pointer = reference.strip_prefix('#').ok_or_else(|| {
-            format!("$ref {reference} points outside the document; only local references (#/...) are resolved")
-        })?;
+        let pointer = pointer_of(reference)?;
         self.doc
-            .pointer(pointer)
+            .pointer(&pointer)
             .ok_or_else(|| format!("$ref {reference} points to nothing"))
     }
+}
 
-    /// A copy of `schema` with every local `$ref` replaced by its target. A
-    /// reference met again inside its own expansion (a recursive schema)
-    /// becomes `{}`, which accepts anything at that depth.
-    fn inline(&self, schema: &Value) -> Result<Value, String> {
-        self.inline_within(schema, &mut Vec::new())
+/// The JSON pointer of a local reference: the URI fragment after `#`,
+/// percent-decoded (RFC 6901 §6) before serde_json reads its `~1` and `~0`.
+fn pointer_of(reference: &str) -> Result<String, String> {
+    let fragment = reference.strip_prefix('#').ok_or_else(|| {
+        format!("$ref {reference} points outside the document; only local references (#/...) are resolved")
+    })?;
+    percent_encoding::percent_decode_str(fragment)
+        .decode_utf8()
+        .map(|p| p.into_owned())
+        .map_err(|_| format!("$ref {reference} is not UTF-8 once percent-decoded"))
+}
+
+/// The schemas of one operation, their references kept: every component a
+/// schema reaches is copied once into `$defs` at the root and referenced as
+/// `#/$defs/<key>`, so a document whose schemas reach each other many times
+/// over (Stripe's, Kubernetes's) costs each component once per operation,
+/// not once per path to it, and recursive schemas stay recursive.
+struct Bundle<'r, 'd> {
+    resolver: &'r Resolver<'d>,
+    defs: Map<String, Value>,
+    /// Reference → its key in `$defs`.
+    keys: std::collections::HashMap<String, String>,
+    /// The keys taken.
+    used: BTreeSet<String>,
+    /// Components referenced but not yet copied.
+    pending: Vec<(String, String)>,
+}
+
+impl<'r, 'd> Bundle<'r, 'd> {
+    fn new(resolver: &'r Resolver<'d>) -> Self {
+        Bundle {
+            resolver,
+            defs: Map::new(),
+            keys: Default::default(),
+            used: BTreeSet::new(),
+            pending: Vec::new(),
+        }
     }
 
-    fn inline_within(&self, schema: &Value, stack: &mut Vec<String>) -> Result<Value, String> {
+    /// A copy of `schema` whose local references point into `$defs`.
+    fn rewrite(&mut self, schema: &Value) -> Result<Value, String> {
         match schema {
             Value::Object(map) => {
-                if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
-                    if stack.iter().any(|s| s == reference) {
-                        return Ok(json!({}));
-                    }
-                    let target = self.target(reference)?;
-                    stack.push(reference.to_owned());
-                    let inlined = self.inline_within(target, stack);
-                    stack.pop();
-                    return inlined;
-                }
                 let mut out = Map::new();
                 for (k, v) in map {
-                    out.insert(k.clone(), self.inline_within(v, stack)?);
+                    let v = match (k.as_str(), v) {
+                        ("$ref", Value::String(reference)) => {
+                            Value::String(format!("#/$defs/{}", self.key_for(reference)?))
+                        }
+                        _ => self.rewrite(v)?,
+                    };
+                    out.insert(k.clone(), v);
                 }
                 Ok(Value::Object(out))
             }
             Value::Array(items) => items
                 .iter()
-                .map(|v| self.inline_within(v, stack))
+                .map(|v| self.rewrite(v))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             other => Ok(other.clone()),
         }
+    }
+
+    /// The `$defs` key of `reference`, claimed on first sight: the
+    /// component's own name (the pointer's last segment) made safe for a
+    /// pointer, with a number added when another component had it.
+    fn key_for(&mut self, reference: &str) -> Result<String, String> {
+        if let Some(key) = self.keys.get(reference) {
+            return Ok(key.clone());
+        }
+        self.resolver.target(reference)?;
+        let pointer = pointer_of(reference)?;
+        let last = pointer
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .replace("~1", "/")
+            .replace("~0", "~");
+        let mut base: String = last
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if base.is_empty() {
+            base = "def".into();
+        }
+        let mut key = base.clone();
+        let mut n = 1;
+        while self.used.contains(&key) {
+            n += 1;
+            key = format!("{base}_{n}");
+        }
+        self.used.insert(key.clone());
+        self.keys.insert(reference.to_owned(), key.clone());
+        self.pending.push((reference.to_owned(), key.clone()));
+        Ok(key)
+    }
+
+    /// `root` with the components it reaches as `$defs`.
+    fn finish(mut self, mut root: Value) -> Result<Value, String> {
+        while let Some((reference, key)) = self.pending.pop() {
+            let target = self.resolver.target(&reference)?;
+            let copied = self.rewrite(target)?;
+            self.defs.insert(key, copied);
+        }
+        if !self.defs.is_empty() {
+            if let Value::Object(map) = &mut root {
+                map.insert("$defs".into(), Value::Object(self.defs));
+            }
+        }
+        Ok(root)
     }
 }
 
@@ -493,18 +604,25 @@ components:
         assert!(put.binding.body);
         let input = put.definition.input_schema.as_ref().unwrap();
         assert_eq!(input["required"], json!(["petId", "body"]));
+        assert_eq!(input["properties"]["body"]["$ref"], "#/$defs/Pet");
         assert_eq!(
-            input["properties"]["body"]["properties"]["name"]["type"],
+            input["$defs"]["Pet"]["properties"]["name"]["type"],
             "string"
         );
     }
 
     #[test]
-    fn refs_are_inlined_and_recursion_stops_at_an_open_schema() {
+    fn refs_are_bundled_once_and_recursion_stays_recursive() {
         let doc = pets();
         let output = doc.operations[1].definition.output_schema.as_ref().unwrap();
-        assert_eq!(output["properties"]["name"]["type"], "string");
-        assert_eq!(output["properties"]["parent"], json!({}));
+        assert_eq!(output["$ref"], "#/$defs/Pet");
+        let pet = &output["$defs"]["Pet"];
+        assert_eq!(pet["properties"]["name"]["type"], "string");
+        assert_eq!(pet["properties"]["parent"]["$ref"], "#/$defs/Pet");
+        // A validator follows the references, recursion included.
+        let validator = crate::catalog::compile_schema(output).unwrap();
+        assert!(validator.is_valid(&json!({"name": "a", "parent": {"name": "b"}})));
+        assert!(!validator.is_valid(&json!({"name": "a", "parent": {"name": 7}})));
         assert_eq!(
             doc.operations[1].definition.description.as_deref(),
             Some("One pet")
@@ -521,14 +639,67 @@ components:
         assert!(err.contains("not supported"), "{err}");
         let err = import(&json!({"openapi": "3.1.0"}), "bad namespace").unwrap_err();
         assert!(err.contains("invalid namespace"), "{err}");
-        let doc = json!({"openapi": "3.1.0", "paths": {"/a": {"get": {"parameters": [{"$ref": "#/nowhere"}]}}}});
-        let err = import(&doc, "x").unwrap_err();
-        assert!(err.contains("GET /a") && err.contains("#/nowhere"), "{err}");
+    }
+
+    #[test]
+    fn an_operation_that_cannot_be_mapped_is_skipped_with_its_reason() {
         let doc = json!({"openapi": "3.1.0", "paths": {
-            "/a": {"get": {"operationId": "same"}},
-            "/b": {"get": {"operationId": "same"}}}});
-        let err = import(&doc, "x").unwrap_err();
-        assert!(err.contains("used twice"), "{err}");
+            "/a": {"get": {"parameters": [{"$ref": "#/nowhere"}]}},
+            "/b": {"get": {"operationId": "same"}},
+            "/c": {"get": {"operationId": "same"}},
+            "/d": {"get": {"operationId": "fine"}}}});
+        let doc = import(&doc, "x").unwrap();
+        let ids: Vec<_> = doc.operations.iter().map(|o| o.definition.id()).collect();
+        assert_eq!(ids, ["x.same", "x.fine"]);
+        assert_eq!(doc.skipped.len(), 2, "{:?}", doc.skipped);
+        assert_eq!(doc.skipped[0].0, "GET /a");
+        assert!(doc.skipped[0].1.contains("#/nowhere"), "{:?}", doc.skipped);
+        assert_eq!(doc.skipped[1].0, "GET /c");
+        assert!(
+            doc.skipped[1].1.contains("already taken"),
+            "{:?}",
+            doc.skipped
+        );
+    }
+
+    #[test]
+    fn references_are_percent_decoded_before_their_escapes() {
+        // RFC 6901 §6: `#/components/schemas/a%20b~1c` names the component `a b/c`.
+        let doc = json!({"openapi": "3.1.0",
+            "paths": {"/a": {"get": {"operationId": "a", "responses": {"200": {
+                "description": "ok",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/a%20b~1c"}}}}}}}},
+            "components": {"schemas": {"a b/c": {"type": "integer"}}}});
+        let doc = import(&doc, "x").unwrap();
+        assert!(doc.skipped.is_empty(), "{:?}", doc.skipped);
+        let output = doc.operations[0].definition.output_schema.as_ref().unwrap();
+        assert_eq!(output["$ref"], "#/$defs/a_b_c");
+        assert_eq!(output["$defs"]["a_b_c"]["type"], "integer");
+    }
+
+    #[test]
+    fn schemas_that_reach_each_other_many_times_over_are_copied_once() {
+        // S0 → S1 → … → S40, each reaching the next twice: 2^40 paths,
+        // which inlining would never finish. Bundled, S1…S40 are 40 `$defs`.
+        let mut schemas = Map::new();
+        for i in 0..40 {
+            let next = format!("#/components/schemas/S{}", i + 1);
+            schemas.insert(
+                format!("S{i}"),
+                json!({"type": "object", "properties": {"a": {"$ref": next}, "b": {"$ref": next}}}),
+            );
+        }
+        schemas.insert("S40".into(), json!({"type": "string"}));
+        let doc = json!({"openapi": "3.1.0",
+            "paths": {"/a": {"post": {"operationId": "a",
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/S0"}}}}}}},
+            "components": {"schemas": schemas}});
+        let doc = import(&doc, "x").unwrap();
+        let input = doc.operations[0].definition.input_schema.as_ref().unwrap();
+        assert_eq!(input["$defs"].as_object().unwrap().len(), 41);
+        assert!(input.to_string().len() < 10_000);
+        let validator = crate::catalog::compile_schema(input).unwrap();
+        assert!(validator.is_valid(&json!({"body": {"a": {"b": {}}}})));
     }
 
     #[test]
