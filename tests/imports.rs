@@ -495,3 +495,73 @@ async fn an_imported_fastapi_app_is_served_by_the_hub() {
         alkhub::protocol::PrincipalKind::Client
     );
 }
+
+/// A loopback HTTP server answering every request with `response`; the
+/// head of each request it receives goes to the returned channel.
+async fn raw_server(response: String) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn credentials_never_follow_a_redirect_to_another_origin() {
+    let (elsewhere, mut reached_elsewhere) = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+            .into(),
+    )
+    .await;
+    let (api, mut reached_api) = raw_server(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/stolen\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "away.json",
+        r#"{"openapi": "3.1.0", "paths": {"/thing": {"get": {"operationId": "thing",
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {}}}}}}}}}"#,
+    );
+    let mut hub = hub().await;
+    // A variable name of this test only: tests run in parallel in one process.
+    std::env::set_var("ALKHUB_TEST_REDIRECT_KEY", "s3cret-key");
+    import_openapi(
+        &hub.db.store,
+        &file,
+        "away",
+        Some(&api),
+        Some("header:X-Api-Key:ALKHUB_TEST_REDIRECT_KEY".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    hub.restart().await;
+    let client = hub.client("app", &[]).await;
+    let answer = client.call("away.thing", json!({})).await;
+    let head = common::recv_within(&mut reached_api).await;
+    assert!(
+        head.to_ascii_lowercase().contains("x-api-key: s3cret-key"),
+        "{head}"
+    );
+    assert!(
+        answer.is_err(),
+        "the redirect's 3xx is the answer: {answer:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        reached_elsewhere.try_recv().is_err(),
+        "the request (and its key) followed the redirect to another origin"
+    );
+}

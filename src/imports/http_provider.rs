@@ -27,7 +27,9 @@ pub async fn start(hub: Hub, import: Import) -> anyhow::Result<()> {
         return Ok(());
     };
     let runner = Arc::new(Runner {
-        client: reqwest::Client::new(),
+        client: reqwest::Client::builder()
+            .redirect(same_origin_redirects())
+            .build()?,
         base_url: base_url.clone(),
         auth: config.auth,
         bindings: config.bindings,
@@ -47,6 +49,26 @@ pub async fn start(hub: Hub, import: Import) -> anyhow::Result<()> {
     .await?;
     tracing::info!(import = %import.name, base_url, "serving imported API");
     Ok(())
+}
+
+/// Redirects are followed only within the origin they start from (at most
+/// 10): the import's credentials (an API key in any header) must never
+/// reach another host. A redirect elsewhere ends the request, and its 3xx
+/// answer is the call's.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let leaves = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() != attempt.url().origin());
+        if leaves {
+            attempt.stop()
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 struct Runner {
