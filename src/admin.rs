@@ -21,9 +21,6 @@ use crate::store::{NewPrincipal, Principal, StoreError};
 /// The close code and reason a session closed from the admin API gets.
 pub const CLOSED_BY_OPERATOR: (u16, &str) = (1008, "closed by an operator");
 
-/// Most audit entries one page holds.
-pub const MAX_AUDIT_PAGE: u32 = 1000;
-
 /// The routes of `/v1/admin`.
 pub fn router(hub: Hub) -> Router {
     Router::new()
@@ -372,7 +369,16 @@ async fn list_audit(
     Query(query): Query<AuditQuery>,
 ) -> Answer {
     admin(&hub, &headers).await?;
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_AUDIT_PAGE);
+    // A page holds at most `limits.max_list_page` entries, as listings do.
+    let max = u32::try_from(hub.config().limits.max_list_page).unwrap_or(u32::MAX);
+    let limit = query.limit.unwrap_or(100.min(max));
+    if limit == 0 || limit > max {
+        return Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("limit must be 1 to {max} (limits.max_list_page)"),
+        ));
+    }
     let entries = hub.store().list_audit(query.before, limit).await?;
     Ok(Json(json!({ "entries": entries })).into_response())
 }

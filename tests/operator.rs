@@ -413,6 +413,16 @@ async fn the_admin_api_needs_the_admin_scope_and_audits_every_change() {
         .await
         .json();
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    for limit in ["0", "1001"] {
+        let path = format!("/v1/admin/audit?limit={limit}");
+        let refused = hub.http("GET", &path, Some(&admin), None).await;
+        assert_eq!(refused.status, 400, "{path}: {}", refused.body);
+        assert!(
+            refused.body.contains("limits.max_list_page"),
+            "{}",
+            refused.body
+        );
+    }
 }
 
 #[tokio::test]

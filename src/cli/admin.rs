@@ -32,7 +32,7 @@ pub enum AdminCommand {
     Config,
     /// The audit log, newest first.
     Audit {
-        /// Entries to show (1 to 1000).
+        /// Entries to show (1 to the hub's limits.max_list_page).
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
