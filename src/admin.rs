@@ -36,6 +36,9 @@ pub fn router(hub: Hub) -> Router {
             "/v1/admin/plugins/{name}/lift-quarantine",
             post(lift_quarantine),
         )
+        .route("/v1/admin/imports", get(list_imports).post(add_import))
+        .route("/v1/admin/imports/{name}", delete(remove_import))
+        .route("/v1/admin/imports/{name}/refresh", post(refresh_import))
         .route("/v1/admin/config", get(effective_config))
         .route("/v1/admin/operations", get(list_operations))
         .route("/v1/admin/operations/{operation_id}", get(get_operation))
@@ -518,4 +521,383 @@ async fn get_operation(
         })
         .collect();
     Ok(Json(out).into_response())
+}
+
+/// One import in `GET /v1/admin/imports`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportView {
+    /// Its name, which is also its namespace.
+    pub name: String,
+    /// `openapi` or `mcp`.
+    pub kind: String,
+    /// The namespace of its operations.
+    pub namespace: String,
+    /// How many operations it defines.
+    pub operations: usize,
+    /// Where its document came from (OpenAPI).
+    pub source: Option<String>,
+    /// The base URL it calls, or the MCP server's URL.
+    pub target: Option<String>,
+    /// Whether the hub serves it.
+    pub enabled: bool,
+    /// Whether a provider for it is connected now.
+    pub serving: bool,
+}
+
+/// `GET /v1/admin/imports`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportList {
+    /// Every import, by name.
+    pub imports: Vec<ImportView>,
+}
+
+/// An operation an import left out.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Skipped {
+    /// `METHOD /path`.
+    pub operation: String,
+    /// Why it cannot be mapped.
+    pub reason: String,
+}
+
+/// What adding or refreshing an import changed, by operation id.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportDone {
+    /// The import's name.
+    pub name: String,
+    /// Definitions created.
+    pub added: Vec<String>,
+    /// Definitions changed.
+    pub updated: Vec<String>,
+    /// Definitions kept as they were.
+    pub unchanged: Vec<String>,
+    /// Definitions the source no longer has, deleted.
+    pub removed: Vec<String>,
+    /// Operations of the document that cannot be mapped.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// Where requests go (OpenAPI), if anywhere.
+    pub base_url: Option<String>,
+}
+
+impl ImportDone {
+    fn of_changes(name: String, changes: crate::store::ImportChanges) -> Self {
+        ImportDone {
+            name,
+            added: changes.added,
+            updated: changes.updated,
+            unchanged: changes.unchanged,
+            removed: changes.removed,
+            skipped: Vec::new(),
+            base_url: None,
+        }
+    }
+
+    fn of_openapi(imported: crate::imports::Imported) -> Self {
+        ImportDone {
+            skipped: imported
+                .skipped
+                .into_iter()
+                .map(|(operation, reason)| Skipped { operation, reason })
+                .collect(),
+            base_url: imported.base_url,
+            ..ImportDone::of_changes(imported.name, imported.changes)
+        }
+    }
+
+    fn changes(&self) -> crate::store::ImportChanges {
+        crate::store::ImportChanges {
+            added: self.added.clone(),
+            updated: self.updated.clone(),
+            unchanged: self.unchanged.clone(),
+            removed: self.removed.clone(),
+        }
+    }
+}
+
+/// `POST /v1/admin/imports`: an OpenAPI document (by URL, or its text in
+/// `document`) or an MCP server reached over streamable HTTP.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddImport {
+    /// `openapi` or `mcp`.
+    pub kind: String,
+    /// The import's name and namespace.
+    pub name: String,
+    /// OpenAPI: the document's http(s) URL, which the hub fetches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// OpenAPI: the document itself (JSON or YAML), instead of `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+    /// OpenAPI: where requests go (default: the document's server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// OpenAPI: `bearer:ENV`, `header:NAME:ENV` or `basic:ENV`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// OpenAPI: fail when an operation cannot be mapped.
+    #[serde(default)]
+    pub strict: bool,
+    /// MCP: the server's streamable HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// The source an inline document is recorded under; it cannot be read again.
+const INLINE: &str = "(sent inline)";
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message.into())
+}
+
+/// An import that failed: a store conflict keeps its status, anything else
+/// (a document that cannot be fetched, parsed or mapped) is the request's.
+fn import_failed(e: anyhow::Error) -> AdminError {
+    match e.downcast::<StoreError>() {
+        Ok(store) => store.into(),
+        Err(e) => invalid(format!("{e:#}")),
+    }
+}
+
+fn no_import(name: &str) -> AdminError {
+    AdminError(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no import {name:?}"),
+    )
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+async fn list_imports(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
+    admin(&hub, &headers).await?;
+    let live: std::collections::HashSet<String> = hub
+        .sessions()
+        .live()
+        .iter()
+        .map(|c| c.identity.id.clone())
+        .collect();
+    let imports = hub
+        .store()
+        .list_imports()
+        .await?
+        .into_iter()
+        .map(|i| ImportView {
+            serving: live.contains(&crate::imports::http_provider::provider_id(&i.name)),
+            target: i.config["base_url"]
+                .as_str()
+                .or(i.config["url"].as_str())
+                .map(str::to_owned),
+            source: i.config["source"].as_str().map(str::to_owned),
+            kind: i.kind.as_str().to_owned(),
+            operations: i.operations.len(),
+            enabled: i.enabled,
+            namespace: i.namespace,
+            name: i.name,
+        })
+        .collect();
+    Ok(Json(ImportList { imports }).into_response())
+}
+
+/// Saves the import `add` describes and serves it in place of what served
+/// it before.
+async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminError> {
+    let store = hub.store();
+    let done = match add.kind.as_str() {
+        "openapi" => {
+            if add.url.is_some() {
+                return Err(invalid(
+                    "url is for MCP imports; an OpenAPI document is given by source or document",
+                ));
+            }
+            let auth = add
+                .auth
+                .as_deref()
+                .map(str::parse::<crate::imports::Auth>)
+                .transpose()
+                .map_err(invalid)?;
+            let (source, text) = match (add.source, add.document) {
+                (Some(source), None) if is_http_url(&source) => {
+                    let text = crate::imports::read_source(&source)
+                        .await
+                        .map_err(import_failed)?;
+                    (source, text)
+                }
+                (Some(source), None) => {
+                    return Err(invalid(format!(
+                        "source {source:?} is not an http(s) URL: the hub reads no files for the \
+                         admin API, so send the document's text as document"
+                    )))
+                }
+                (None, Some(text)) => (INLINE.to_owned(), text),
+                _ => return Err(invalid("give the document by exactly one of source (an http(s) URL) or document (its text)")),
+            };
+            let imported = crate::imports::import_openapi_text(
+                store,
+                &source,
+                &text,
+                &add.name,
+                add.base_url.as_deref(),
+                auth,
+                add.strict,
+            )
+            .await
+            .map_err(import_failed)?;
+            ImportDone::of_openapi(imported)
+        }
+        "mcp" => {
+            if add.source.is_some()
+                || add.document.is_some()
+                || add.base_url.is_some()
+                || add.auth.is_some()
+            {
+                return Err(invalid("an MCP import takes name and url only"));
+            }
+            let Some(url) = add.url.filter(|u| is_http_url(u)) else {
+                return Err(invalid(
+                    "an MCP import needs url, the server's streamable HTTP endpoint (http or https); \
+                     a server started by a command is imported with the CLI on the hub's machine",
+                ));
+            };
+            let config = crate::imports::mcp::McpConfig {
+                command: None,
+                args: Vec::new(),
+                url: Some(url),
+                tools: Default::default(),
+            };
+            let changes = crate::imports::mcp::import_mcp(store, &add.name, config)
+                .await
+                .map_err(import_failed)?;
+            ImportDone::of_changes(add.name, changes)
+        }
+        other => {
+            return Err(invalid(format!(
+                "no import kind {other:?}: use openapi or mcp"
+            )))
+        }
+    };
+    serve_again(hub, &done).await?;
+    Ok(done)
+}
+
+/// Stops what served import `done.name`, brings the catalog in line with
+/// its new definitions and serves it again.
+async fn serve_again(hub: &Hub, done: &ImportDone) -> Result<(), AdminError> {
+    hub.imports().stop(&done.name).await;
+    crate::imports::live::apply_changes(hub, &done.changes())
+        .await
+        .map_err(import_failed)?;
+    if let Some(import) = hub.store().get_import(&done.name).await? {
+        hub.imports().start(hub, import).await;
+    }
+    Ok(())
+}
+
+async fn add_import(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    let add: AddImport = serde_json::from_slice(&body).map_err(|e| {
+        invalid(format!(
+            "the body must be {{\"kind\": \"openapi\", \"name\", \"source\" | \"document\", \"baseUrl\"?, \"auth\"?, \"strict\"?}} \
+             or {{\"kind\": \"mcp\", \"name\", \"url\"}}: {e}"
+        ))
+    })?;
+    let detail = json!({"kind": add.kind, "source": add.source.as_deref().unwrap_or(if add.document.is_some() { INLINE } else { "" }), "url": add.url, "baseUrl": add.base_url});
+    let existed = hub.store().get_import(&add.name).await?.is_some();
+    let name = add.name.clone();
+    let done = save_and_serve(&hub, add).await?;
+    audit(&hub, &who, "import.add", &format!("import/{name}"), detail).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(done)).into_response())
+}
+
+async fn refresh_import(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    let Some(import) = hub.store().get_import(&name).await? else {
+        return Err(no_import(&name));
+    };
+    let done = match import.kind {
+        crate::store::ImportKind::Openapi => {
+            let config: crate::imports::OpenapiConfig =
+                serde_json::from_value(import.config).map_err(|e| import_failed(e.into()))?;
+            if config.source == INLINE || !is_http_url(&config.source) {
+                return Err(invalid(format!(
+                    "import {name:?} was read from {:?}, which the hub cannot read again: \
+                     send the document again with POST /v1/admin/imports",
+                    config.source
+                )));
+            }
+            let text = crate::imports::read_source(&config.source)
+                .await
+                .map_err(import_failed)?;
+            let imported = crate::imports::import_openapi_text(
+                hub.store(),
+                &config.source,
+                &text,
+                &name,
+                config.base_url.as_deref(),
+                config.auth,
+                false,
+            )
+            .await
+            .map_err(import_failed)?;
+            ImportDone::of_openapi(imported)
+        }
+        crate::store::ImportKind::Mcp => {
+            let config: crate::imports::mcp::McpConfig =
+                serde_json::from_value(import.config).map_err(|e| import_failed(e.into()))?;
+            let changes = crate::imports::mcp::import_mcp(hub.store(), &name, config)
+                .await
+                .map_err(import_failed)?;
+            ImportDone::of_changes(name, changes)
+        }
+    };
+    serve_again(&hub, &done).await?;
+    let detail = json!({"added": done.added.len(), "updated": done.updated.len(), "removed": done.removed.len()});
+    audit(
+        &hub,
+        &who,
+        "import.refresh",
+        &format!("import/{}", done.name),
+        detail,
+    )
+    .await?;
+    Ok(Json(done).into_response())
+}
+
+async fn remove_import(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Answer {
+    let who = admin(&hub, &headers).await?;
+    if hub.store().get_import(&name).await?.is_none() {
+        return Err(no_import(&name));
+    }
+    hub.imports().stop(&name).await;
+    let removed = hub.store().remove_import(&name).await?;
+    for id in &removed {
+        hub.dispatcher().catalog().remove_definition(id);
+    }
+    audit(
+        &hub,
+        &who,
+        "import.remove",
+        &format!("import/{name}"),
+        json!({"operations": removed.len()}),
+    )
+    .await?;
+    Ok(Json(json!({"removedOperations": removed})).into_response())
 }

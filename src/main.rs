@@ -106,10 +106,14 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
-    /// Import operation definitions from an OpenAPI document; list and remove imports.
+    /// Import operation definitions from an OpenAPI document or an MCP
+    /// server; list, refresh and remove imports (in the database, or with
+    /// --hub through a running hub, which serves them at once).
     Import {
         #[command(subcommand)]
         command: ImportCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Inspect the operations of a running hub.
     Ops {
@@ -188,7 +192,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             connection,
         } => cli::calls::call(&config, operation_id, input, subscribe, connection).await?,
         Command::Plugin { command } => cli::plugins::plugin(command).await?,
-        Command::Import { command } => cli::imports::import(&config, command).await?,
+        Command::Import { command, remote } => {
+            cli::imports::import(&config, command, remote).await?
+        }
         Command::Ops { command } => cli::calls::ops(&config, command).await?,
     }
     Ok(())

@@ -21,13 +21,14 @@ use crate::builtins::{self, HubBuiltins};
 use crate::catalog::Catalog;
 use crate::config::{Config, LimitsConfig};
 use crate::dispatch::Dispatcher;
+use crate::imports::live::LiveImports;
 use crate::limits::Quota;
 use crate::metrics::{Metrics, PluginFigures, Snapshot};
 use crate::plugins::PluginHost;
 use crate::protocol::{close, PrincipalKind};
 use crate::registration::Registrar;
 use crate::sessions::SessionRegistry;
-use crate::store::{ImportKind, Store};
+use crate::store::Store;
 
 /// The hub's shared state, cheap to clone: a bundle of the handles each
 /// part owns (store, call path, registrations, plugins, sessions, auth, the
@@ -47,6 +48,7 @@ struct Shared {
     auth: Auth,
     quotas: Quotas,
     metrics: Arc<Metrics>,
+    imports: LiveImports,
     shutting_down: AtomicBool,
 }
 
@@ -110,6 +112,11 @@ impl Hub {
     /// Token lookups.
     pub fn auth(&self) -> &Auth {
         &self.shared.auth
+    }
+
+    /// The imports the hub serves.
+    pub fn imports(&self) -> &LiveImports {
+        &self.shared.imports
     }
 
     /// The metrics counted as they happen.
@@ -353,6 +360,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
             auth,
             quotas,
             metrics,
+            imports: LiveImports::default(),
             shutting_down: AtomicBool::new(false),
         }),
     };
@@ -371,18 +379,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         },
     );
     for import in hub.store().list_imports().await? {
-        if !import.enabled {
-            continue;
-        }
-        match import.kind {
-            ImportKind::Openapi => {
-                let name = import.name.clone();
-                if let Err(e) = crate::imports::http_provider::start(hub.clone(), import).await {
-                    tracing::warn!(import = %name, error = %e, "cannot serve the imported API");
-                }
-            }
-            ImportKind::Mcp => crate::imports::mcp::start(hub.clone(), import),
-        }
+        hub.imports().start(&hub, import).await;
     }
     let stop_mcp = CancellationToken::new();
     let mut app = crate::http::router(hub.clone()).merge(crate::admin::router(hub.clone()));

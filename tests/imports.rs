@@ -565,3 +565,158 @@ async fn credentials_never_follow_a_redirect_to_another_origin() {
         "the request (and its key) followed the redirect to another origin"
     );
 }
+
+#[tokio::test]
+async fn the_admin_api_adds_refreshes_and_removes_an_import_the_running_hub_serves() {
+    let api = petstore().await;
+    let hub = hub().await;
+    let admin = hub
+        .token(alkhub::protocol::PrincipalKind::Client, "ops", &["admin"])
+        .await;
+    let client = hub.client("app", &[]).await;
+    let add = json!({
+        "kind": "openapi",
+        "name": "zoo",
+        "source": format!("{}/openapi.json", api.url),
+        "baseUrl": api.url,
+    });
+    let added = hub
+        .http(
+            "POST",
+            "/v1/admin/imports",
+            Some(&admin),
+            Some(&add.to_string()),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert_eq!(
+        added.json()["added"],
+        json!(["zoo.getPet", "zoo.putPet", "zoo.ticks", "zoo.whoami"])
+    );
+    // Served at once, without a restart.
+    let out = client
+        .call(
+            "zoo.putPet",
+            json!({ "pet_id": 3, "body": { "name": "Ada", "age": 2 } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["data"]["name"], "Ada");
+    let listed = hub
+        .http("GET", "/v1/admin/imports", Some(&admin), None)
+        .await
+        .json();
+    assert_eq!(listed["imports"][0]["name"], "zoo");
+    assert_eq!(listed["imports"][0]["serving"], true);
+    assert_eq!(listed["imports"][0]["operations"], 4);
+
+    // A refresh reads the source again and serves the same operations.
+    let refreshed = hub
+        .http("POST", "/v1/admin/imports/zoo/refresh", Some(&admin), None)
+        .await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(refreshed.json()["unchanged"].as_array().unwrap().len(), 4);
+    let out = client
+        .call("zoo.getPet", json!({ "pet_id": 3 }))
+        .await
+        .unwrap();
+    assert_eq!(out["data"]["name"], "Ada");
+
+    // A document sent inline is served too, but cannot be refreshed.
+    let document = reqwest::get(format!("{}/openapi.json", api.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let inline =
+        json!({"kind": "openapi", "name": "zoo2", "document": document, "baseUrl": api.url});
+    let added = hub
+        .http(
+            "POST",
+            "/v1/admin/imports",
+            Some(&admin),
+            Some(&inline.to_string()),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let out = client
+        .call("zoo2.getPet", json!({ "pet_id": 3 }))
+        .await
+        .unwrap();
+    assert_eq!(out["data"]["name"], "Ada");
+    let refused = hub
+        .http("POST", "/v1/admin/imports/zoo2/refresh", Some(&admin), None)
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("send the document again"),
+        "{}",
+        refused.body
+    );
+
+    // Bad requests name the problem; the hub reads no file for the admin API
+    // and starts no command.
+    for (body, says) in [
+        (
+            json!({"kind": "openapi", "name": "x", "source": "/etc/passwd"}),
+            "not an http(s) URL",
+        ),
+        (
+            json!({"kind": "mcp", "name": "x", "url": "file:///bin/sh"}),
+            "streamable HTTP endpoint",
+        ),
+        (json!({"kind": "soap", "name": "x"}), "no import kind"),
+        (
+            json!({"kind": "openapi", "name": "x", "document": "{}", "baseUrl": "ftp://h"}),
+            "not an OpenAPI 3 document",
+        ),
+        (
+            json!({"kind": "mcp", "name": "x", "command": "sh"}),
+            "unknown field",
+        ),
+    ] {
+        let r = hub
+            .http(
+                "POST",
+                "/v1/admin/imports",
+                Some(&admin),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(says), "{body}: {}", r.body);
+    }
+    let missing = hub
+        .http("POST", "/v1/admin/imports/nope/refresh", Some(&admin), None)
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    // Removing it stops serving it and deletes its operations.
+    let removed = hub
+        .http("DELETE", "/v1/admin/imports/zoo", Some(&admin), None)
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let err = client
+        .call("zoo.getPet", json!({ "pet_id": 3 }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_str(), "OPERATION_NOT_FOUND", "{}", err.message);
+    assert!(hub.db.store.get_import("zoo").await.unwrap().is_none());
+
+    // Every change is audited, by whom.
+    let audit = hub
+        .http("GET", "/v1/admin/audit", Some(&admin), None)
+        .await
+        .json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actorId"] == "ops")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in ["import.add", "import.refresh", "import.remove"] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+}

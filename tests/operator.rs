@@ -194,7 +194,7 @@ async fn metrics_can_be_switched_off() {
 }
 
 /// Every admin route, with a body where it takes one.
-const ADMIN_ROUTES: [(&str, &str, Option<&str>); 14] = [
+const ADMIN_ROUTES: [(&str, &str, Option<&str>); 18] = [
     ("GET", "/v1/admin/sessions", None),
     ("DELETE", "/v1/admin/sessions/1", None),
     ("GET", "/v1/admin/spokes", None),
@@ -211,6 +211,14 @@ const ADMIN_ROUTES: [(&str, &str, Option<&str>); 14] = [
         None,
     ),
     ("GET", "/v1/admin/config", None),
+    ("GET", "/v1/admin/imports", None),
+    (
+        "POST",
+        "/v1/admin/imports",
+        Some(r#"{"kind":"mcp","name":"x","url":"http://127.0.0.1:9/mcp"}"#),
+    ),
+    ("POST", "/v1/admin/imports/x/refresh", None),
+    ("DELETE", "/v1/admin/imports/x", None),
     ("GET", "/v1/admin/operations", None),
     ("GET", "/v1/admin/operations/hub.operations.list", None),
 ];
@@ -529,10 +537,44 @@ async fn the_cli_manages_principals_through_a_running_hub_with_hub_url() {
     let (ok, _, err) = cli(vec!["admin".into(), "sessions".into()]).await;
     assert!(!ok && err.contains("--hub"), "{err}");
 
+    // An OpenAPI document in a file is sent as its text; the running hub
+    // defines its operations at once.
+    let docs = tempfile::tempdir().unwrap();
+    let file = docs.path().join("notes.yaml");
+    std::fs::write(
+        &file,
+        "openapi: 3.1.0\ninfo: {title: Notes, version: '1'}\npaths:\n  /notes:\n    get:\n      operationId: listNotes\n      responses: {'200': {description: ok}}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, out, err) = run(&admin, &["import", "openapi", file, "--namespace", "notes"]).await;
+    assert!(ok && out.contains("added notes.listNotes"), "{out}{err}");
+    assert!(handle
+        .dispatcher()
+        .catalog()
+        .get("notes.listNotes")
+        .is_some());
+    let (ok, out, err) = run(&admin, &["import", "list", "--output", "json"]).await;
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["name"], "notes");
+    assert_eq!(listed[0]["source"], "(sent inline)");
+    let (ok, _, err) = run(&admin, &["import", "refresh", "notes"]).await;
+    assert!(!ok && err.contains("send the document again"), "{err}");
+    let (ok, out, err) = run(&admin, &["import", "remove", "notes"]).await;
+    assert!(ok && out.contains("its 1 operations"), "{out}{err}");
+    assert!(handle
+        .dispatcher()
+        .catalog()
+        .get("notes.listNotes")
+        .is_none());
+
     let actions = hub.audit_actions(&admin).await;
     assert_eq!(
         actions,
         [
+            "import.remove",
+            "import.add",
             "spoke.remove",
             "spoke.enable",
             "spoke.disable",

@@ -4,7 +4,11 @@ use clap::Subcommand;
 
 use alkhub::config::Config;
 
-use super::{open_store, Output};
+use alkhub::admin::{AddImport, ImportDone, ImportList};
+use serde_json::Value;
+
+use super::principals::RemoteArgs;
+use super::{open_store, remote, Output};
 
 /// One import as `alkhub import list` shows it.
 #[derive(Debug, serde::Serialize)]
@@ -63,6 +67,12 @@ pub enum ImportCommand {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Read an import's source again and update its definitions (with
+    /// --hub; without it, import the source again).
+    Refresh {
+        /// The import's name.
+        name: String,
+    },
     /// Remove an import with its definitions and their registrations.
     Remove {
         /// The import's name.
@@ -70,7 +80,20 @@ pub enum ImportCommand {
     },
 }
 
-pub async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
+pub async fn import(
+    config: &Config,
+    command: ImportCommand,
+    remote: RemoteArgs,
+) -> anyhow::Result<()> {
+    if let Some(hub) = remote.client()? {
+        return remote_import(&hub, command).await;
+    }
+    if let ImportCommand::Refresh { name } = command {
+        anyhow::bail!(
+            "refresh reads the source again through a running hub (--hub URL); \
+             without one, import {name}'s source again with alkhub import openapi|mcp"
+        );
+    }
     let store = open_store(config).await?;
     match command {
         ImportCommand::Openapi {
@@ -156,8 +179,109 @@ pub async fn import(config: &Config, command: ImportCommand) -> anyhow::Result<(
             let removed = store.remove_import(&name).await?;
             println!("removed import {name} and its {} operations", removed.len());
         }
+        ImportCommand::Refresh { .. } => unreachable!("answered above"),
     }
     store.close().await;
+    Ok(())
+}
+
+/// [`import`] through a running hub's admin API. A document read from a
+/// file is sent as its text: the hub reads no file for the admin API.
+async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> anyhow::Result<()> {
+    let done: ImportDone = match command {
+        ImportCommand::Openapi {
+            source,
+            namespace,
+            base_url,
+            auth,
+            strict,
+        } => {
+            let remote_source = source.starts_with("http://") || source.starts_with("https://");
+            let document = if remote_source {
+                None
+            } else {
+                Some(alkhub::imports::read_source(&source).await?)
+            };
+            let add = AddImport {
+                kind: "openapi".into(),
+                name: namespace,
+                source: remote_source.then_some(source),
+                document,
+                base_url,
+                auth: auth.map(|a| a.to_string()),
+                strict,
+                url: None,
+            };
+            hub.request(
+                "POST",
+                "/v1/admin/imports",
+                Some(&serde_json::to_value(&add)?),
+            )
+            .await?
+        }
+        ImportCommand::Mcp {
+            name, command, url, ..
+        } => {
+            if command.is_some() {
+                anyhow::bail!(
+                    "a running hub starts no command for the admin API: import an MCP server \
+                     started by a command on the hub's machine, without --hub"
+                );
+            }
+            let add = AddImport {
+                kind: "mcp".into(),
+                name,
+                url,
+                ..AddImport::default()
+            };
+            hub.request(
+                "POST",
+                "/v1/admin/imports",
+                Some(&serde_json::to_value(&add)?),
+            )
+            .await?
+        }
+        ImportCommand::Refresh { name } => {
+            hub.request("POST", &format!("/v1/admin/imports/{name}/refresh"), None)
+                .await?
+        }
+        ImportCommand::List { output } => {
+            let list: ImportList = hub.request("GET", "/v1/admin/imports", None).await?;
+            return output.print(&list.imports, |i| {
+                format!(
+                    "{}\t{}\t{}\toperations={}\t{}\t{}\tserving={}",
+                    i.name,
+                    i.kind,
+                    i.namespace,
+                    i.operations,
+                    i.target.as_deref().unwrap_or("-"),
+                    i.source.as_deref().unwrap_or("-"),
+                    i.serving
+                )
+            });
+        }
+        ImportCommand::Remove { name } => {
+            let removed: Value = hub
+                .send("DELETE", &format!("/v1/admin/imports/{name}"), None)
+                .await?;
+            let count = removed["removedOperations"].as_array().map_or(0, Vec::len);
+            println!("removed import {name} and its {count} operations");
+            return Ok(());
+        }
+    };
+    for skipped in &done.skipped {
+        eprintln!("warning: skipped {}: {}", skipped.operation, skipped.reason);
+    }
+    let changes = alkhub::store::ImportChanges {
+        added: done.added,
+        updated: done.updated,
+        unchanged: done.unchanged,
+        removed: done.removed,
+    };
+    print_changes(&done.name, &changes);
+    if let Some(url) = &done.base_url {
+        println!("requests go to {url}");
+    }
     Ok(())
 }
 

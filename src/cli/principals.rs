@@ -27,6 +27,20 @@ pub struct RemoteArgs {
     pub token: Option<String>,
 }
 
+impl RemoteArgs {
+    /// The admin API client `--hub` asks for, if it does.
+    pub fn client(&self) -> anyhow::Result<Option<remote::AdminClient>> {
+        let Some(hub) = &self.hub else {
+            return Ok(None);
+        };
+        let token = self
+            .token
+            .as_deref()
+            .context("--hub needs an admin token: --token or ALKHUB_TOKEN")?;
+        remote::AdminClient::new(hub, token).map(Some)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum PrincipalCommand {
     /// Create one and print its token on the last line (shown only once).
@@ -92,12 +106,8 @@ pub async fn principal(
     command: PrincipalCommand,
     remote: RemoteArgs,
 ) -> anyhow::Result<()> {
-    if let Some(hub) = &remote.hub {
-        let token = remote
-            .token
-            .as_deref()
-            .context("--hub needs an admin token: --token or ALKHUB_TOKEN")?;
-        return remote_principal(&remote::AdminClient::new(hub, token)?, kind, command).await;
+    if let Some(hub) = remote.client()? {
+        return remote_principal(&hub, kind, command).await;
     }
     let store = open_store(config).await?;
     match command {

@@ -20,11 +20,12 @@ pub fn provider_id(import: &str) -> String {
     format!("import-{}", import.replace('.', "-").to_lowercase())
 }
 
-/// Starts serving `import` when it has a base URL; returns once registered.
-pub async fn start(hub: Hub, import: Import) -> anyhow::Result<()> {
+/// Starts serving `import` when it has a base URL; returns once registered,
+/// with what stops it (`None` for a definition-only import).
+pub async fn start(hub: Hub, import: Import) -> anyhow::Result<Option<provider::Serving>> {
     let config: OpenapiConfig = serde_json::from_value(import.config.clone())?;
     let Some(base_url) = config.base_url.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     let runner = Arc::new(Runner {
         client: reqwest::Client::builder()
@@ -38,8 +39,7 @@ pub async fn start(hub: Hub, import: Import) -> anyhow::Result<()> {
         let runner = runner.clone();
         Box::pin(async move { runner.execute(call, responder).await })
     });
-    // Served until the hub shuts down, which closes the connection.
-    let _serving = provider::serve(
+    let serving = provider::serve(
         &hub,
         &provider_id(&import.name),
         &import.operations,
@@ -48,7 +48,7 @@ pub async fn start(hub: Hub, import: Import) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(import = %import.name, base_url, "serving imported API");
-    Ok(())
+    Ok(Some(serving))
 }
 
 /// Redirects are followed only within the origin they start from (at most

@@ -20,6 +20,8 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::provider::{self, Answer, Call, Responder};
 use crate::connection::now_ms;
@@ -163,33 +165,40 @@ pub async fn import_mcp(
     Ok(saved?.0)
 }
 
-/// Keeps import `import` served for the life of the hub: connect, register,
-/// serve, and on a drop reconnect with backoff (1 s doubling to 30 s).
-pub fn start(hub: Hub, import: Import) {
+/// Keeps import `import` served until `stop` is cancelled or the hub shuts
+/// down: connect, register, serve, and on a drop reconnect with backoff
+/// (1 s doubling to 30 s).
+pub fn start(hub: Hub, import: Import, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);
         loop {
-            if hub.is_shutting_down() {
+            if hub.is_shutting_down() || stop.is_cancelled() {
                 return;
             }
-            match run_once(&hub, &import).await {
+            match run_once(&hub, &import, &stop).await {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => {
                     tracing::warn!(import = %import.name, error = format!("{e:#}"), retry_in = ?backoff, "MCP server unreachable");
                 }
             }
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
-    });
+    })
 }
 
 /// One connection's life; returns when it drops.
-async fn run_once(hub: &Hub, import: &Import) -> anyhow::Result<()> {
+async fn run_once(hub: &Hub, import: &Import, stop: &CancellationToken) -> anyhow::Result<()> {
     let mut config: McpConfig = serde_json::from_value(import.config.clone())?;
     let listener = Listener::default();
     let changed = listener.tools_changed.clone();
-    let session = connect(&config, listener).await?;
+    let session = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        session = connect(&config, listener) => session?,
+    };
     let peer = session.peer().clone();
     let mut operations = import.operations.clone();
     loop {
@@ -214,6 +223,11 @@ async fn run_once(hub: &Hub, import: &Import) -> anyhow::Result<()> {
             tokio::select! {
                 _ = wait_closed(&peer) => {
                     serving.stop().await;
+                    return Ok(());
+                }
+                _ = stop.cancelled() => {
+                    serving.stop().await;
+                    let _ = session.cancel().await;
                     return Ok(());
                 }
                 _ = changed.notified() => {}

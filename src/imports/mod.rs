@@ -10,6 +10,7 @@
 //! names, never values) and one HTTP binding per operation.
 
 pub mod http_provider;
+pub mod live;
 pub mod mcp;
 pub mod openapi;
 pub mod provider;
@@ -78,6 +79,17 @@ impl std::str::FromStr for Auth {
                 "invalid --auth {text:?}: use bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR \
                  (the variable holds the secret, the hub reads it when it calls)"
             )),
+        }
+    }
+}
+
+impl std::fmt::Display for Auth {
+    /// The form [`Auth::from_str`](std::str::FromStr) reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Bearer { env } => write!(f, "bearer:{env}"),
+            Auth::Basic { env } => write!(f, "basic:{env}"),
+            Auth::Header { name, env } => write!(f, "header:{name}:{env}"),
         }
     }
 }
@@ -152,7 +164,22 @@ pub async fn import_openapi_checked(
     strict: bool,
 ) -> anyhow::Result<Imported> {
     let text = read_source(source).await?;
-    let doc = openapi::parse(&text)
+    import_openapi_text(store, source, &text, namespace, base_url, auth, strict).await
+}
+
+/// [`import_openapi_checked`] of a document already read: `source` names
+/// where it came from (a relative server URL resolves against it when it
+/// is an http URL).
+pub async fn import_openapi_text(
+    store: &Store,
+    source: &str,
+    text: &str,
+    namespace: &str,
+    base_url: Option<&str>,
+    auth: Option<Auth>,
+    strict: bool,
+) -> anyhow::Result<Imported> {
+    let doc = openapi::parse(text)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("cannot parse {source}"))?;
     let mapped = openapi::import(&doc, namespace)
@@ -256,6 +283,9 @@ mod tests {
             })
         );
         assert!("basic:CREDS".parse::<Auth>().is_ok());
+        for spec in ["bearer:T", "basic:C", "header:X-Key:K"] {
+            assert_eq!(spec.parse::<Auth>().unwrap().to_string(), spec);
+        }
         let err = "bearer:abc-def".parse::<Auth>().unwrap_err();
         assert!(err.contains("invalid environment variable name"), "{err}");
         let err = "token:X".parse::<Auth>().unwrap_err();
