@@ -46,7 +46,7 @@ pub fn router(hub: Hub) -> Router {
 }
 
 /// An error of the admin API: `{code, message}` with its HTTP status.
-struct AdminError(StatusCode, &'static str, String);
+pub(crate) struct AdminError(StatusCode, &'static str, String);
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
@@ -85,7 +85,7 @@ impl From<StoreError> for AdminError {
 type Answer = Result<Response, AdminError>;
 
 /// The caller, when it holds the admin scope.
-async fn admin(hub: &Hub, headers: &HeaderMap) -> Result<Identity, AdminError> {
+pub(crate) async fn admin(hub: &Hub, headers: &HeaderMap) -> Result<Identity, AdminError> {
     let scope = &hub.config().admin.scope;
     match crate::http::identify(hub, headers).await {
         Ok(Some(identity)) if identity.scopes.iter().any(|s| s == scope) => Ok(identity),
@@ -138,11 +138,12 @@ fn kind_of(segment: &str) -> Result<PrincipalKind, AdminError> {
     }
 }
 
+/// One live session.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct SessionView {
+pub(crate) struct SessionView {
     session_id: u64,
-    kind: PrincipalKind,
+    pub(crate) kind: PrincipalKind,
     id: String,
     connected_at_ms: u64,
     labels: BTreeMap<String, String>,
@@ -153,6 +154,11 @@ struct SessionView {
 
 async fn list_sessions(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     admin(&hub, &headers).await?;
+    Ok(Json(json!({ "sessions": session_views(&hub) })).into_response())
+}
+
+/// The live WebSocket sessions, by session id.
+pub(crate) fn session_views(hub: &Hub) -> Vec<SessionView> {
     let mut sessions: Vec<SessionView> = hub
         .sessions()
         .peers()
@@ -175,7 +181,7 @@ async fn list_sessions(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
         })
         .collect();
     sessions.sort_by_key(|s| s.session_id);
-    Ok(Json(json!({ "sessions": sessions })).into_response())
+    sessions
 }
 
 async fn close_session(
@@ -676,6 +682,12 @@ fn is_http_url(url: &str) -> bool {
 
 async fn list_imports(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     admin(&hub, &headers).await?;
+    let imports = import_views(&hub).await?;
+    Ok(Json(ImportList { imports }).into_response())
+}
+
+/// Every import, by name, with whether its provider is connected.
+pub(crate) async fn import_views(hub: &Hub) -> Result<Vec<ImportView>, StoreError> {
     let live: std::collections::HashSet<String> = hub
         .sessions()
         .live()
@@ -701,7 +713,7 @@ async fn list_imports(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
             name: i.name,
         })
         .collect();
-    Ok(Json(ImportList { imports }).into_response())
+    Ok(imports)
 }
 
 /// Saves the import `add` describes and serves it in place of what served

@@ -18,7 +18,8 @@
 //! - [`dispatch`] is a call's life: lookup, access, validation, routing
 //!   (through [`policy`]), forwarding, correlation, timeouts.
 //! - [`builtins`] are the `hub.*` operations the hub serves itself.
-//! - [`http`] is the axum router; [`server`] starts and stops it all.
+//! - [`http`] is the axum router; [`admin`] the operator's API and
+//!   [`dashboard`] the page over it; [`server`] starts and stops it all.
 
 pub mod admin;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod catalog;
 pub mod config;
 pub mod connection;
 pub mod crypto;
+pub mod dashboard;
 pub mod dispatch;
 pub mod http;
 pub mod imports;

@@ -18,6 +18,7 @@
 //! their operation is known never claim a namespace.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -88,6 +89,61 @@ pub struct Metrics {
     max_namespaces: usize,
     /// False: nothing is counted (`[metrics] enabled = false`).
     enabled: bool,
+    totals: Totals,
+}
+
+/// Every call counted once more, whatever its namespace, for the
+/// dashboard's overview (rates and a percentile over a recent window).
+#[derive(Debug, Default)]
+struct Totals {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    /// Calls per latency bucket (not cumulative); the last one is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+/// [`Metrics::totals`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallTotals {
+    /// Calls that ended.
+    pub calls: u64,
+    /// Calls that ended with an error.
+    pub errors: u64,
+    /// Calls per latency bucket (see [`CallTotals::quantile_since`]).
+    pub buckets: Vec<u64>,
+}
+
+impl CallTotals {
+    /// The latency under which a fraction `q` of the calls that ended
+    /// between `earlier` and `self` fell, in milliseconds: the upper bound
+    /// of the bucket where that fraction is reached (the largest finite
+    /// bound for the +Inf bucket). `None` when no call ended.
+    pub fn quantile_since(&self, earlier: &CallTotals, q: f64) -> Option<f64> {
+        let deltas: Vec<u64> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
+            .collect();
+        let total: u64 = deltas.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in deltas.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let bound = LATENCY_BUCKETS
+                    .get(i)
+                    .or(LATENCY_BUCKETS.last())
+                    .copied()
+                    .unwrap_or_default();
+                return Some(bound * 1000.0);
+            }
+        }
+        None
+    }
 }
 
 fn new_histogram() -> Histogram {
@@ -129,7 +185,27 @@ impl Metrics {
             other,
             max_namespaces,
             enabled,
+            totals: Totals::default(),
         }
+    }
+
+    /// The calls counted so far, whatever their namespace.
+    pub fn totals(&self) -> CallTotals {
+        let t = &self.totals;
+        CallTotals {
+            calls: t.calls.load(Ordering::Relaxed),
+            errors: t.errors.load(Ordering::Relaxed),
+            buckets: t
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// Whether calls are counted.
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// The counters of `operation_id`'s namespace, claiming a label for it
@@ -179,7 +255,17 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        stats.latency.observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        stats.latency.observe(seconds);
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.totals.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.totals.calls.fetch_add(1, Ordering::Relaxed);
+        if outcome != "ok" {
+            self.totals.errors.fetch_add(1, Ordering::Relaxed);
+        }
         if outcome == "ok" {
             stats.ok.inc();
         } else {
@@ -407,6 +493,31 @@ impl Snapshot {
 mod tests {
     use super::*;
     use crate::protocol::ErrorCode;
+
+    #[test]
+    fn totals_give_a_percentile_of_the_calls_since_an_earlier_reading() {
+        let metrics = Metrics::new(true, 10);
+        let stats = metrics.namespace_of("a.x");
+        metrics.ended(&stats, "ok", Duration::from_secs(30));
+        let earlier = metrics.totals();
+        for _ in 0..98 {
+            metrics.ended(&stats, "ok", Duration::from_micros(700));
+        }
+        metrics.ended(&stats, "TIMEOUT", Duration::from_millis(40));
+        metrics.ended(&stats, "ok", Duration::from_secs(90));
+        let now = metrics.totals();
+        assert_eq!((now.calls, now.errors), (101, 1));
+        // 100 calls since: the 99th is the 40 ms one, in the 50 ms bucket;
+        // the 30 s call before `earlier` does not count.
+        assert_eq!(now.quantile_since(&earlier, 0.99), Some(50.0));
+        assert_eq!(now.quantile_since(&earlier, 0.5), Some(1.0));
+        // Past the last bound: the largest finite bound.
+        assert_eq!(now.quantile_since(&earlier, 1.0), Some(60_000.0));
+        assert_eq!(now.quantile_since(&now, 0.99), None);
+        let off = Metrics::new(false, 10);
+        off.ended(&off.namespace_of("a.x"), "ok", Duration::ZERO);
+        assert_eq!(off.totals().calls, 0);
+    }
 
     #[test]
     fn namespaces_past_the_limit_share_one_label_and_unknown_ids_claim_none() {

@@ -382,7 +382,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         hub.imports().start(&hub, import).await;
     }
     let stop_mcp = CancellationToken::new();
-    let mut app = crate::http::router(hub.clone()).merge(crate::admin::router(hub.clone()));
+    let mut app = crate::http::router(hub.clone())
+        .merge(crate::admin::router(hub.clone()))
+        .merge(crate::dashboard::router(hub.clone()));
     if hub.config().mcp.enabled {
         app = app.merge(crate::mcp_server::router(hub.clone(), stop_mcp.clone()));
     }
