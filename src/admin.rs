@@ -652,8 +652,7 @@ pub struct AddImport {
     pub url: Option<String>,
 }
 
-/// The source an inline document is recorded under; it cannot be read again.
-const INLINE: &str = "(sent inline)";
+use crate::imports::INLINE_SOURCE as INLINE;
 
 fn invalid(message: impl Into<String>) -> AdminError {
     AdminError(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message.into())
@@ -819,6 +818,7 @@ async fn add_import(State(hub): State<Hub>, headers: HeaderMap, body: axum::body
         ))
     })?;
     let detail = json!({"kind": add.kind, "source": add.source.as_deref().unwrap_or(if add.document.is_some() { INLINE } else { "" }), "url": add.url, "baseUrl": add.base_url});
+    let _changing = hub.imports().changing().await;
     let existed = hub.store().get_import(&add.name).await?.is_some();
     let name = add.name.clone();
     let done = save_and_serve(&hub, add).await?;
@@ -837,44 +837,25 @@ async fn refresh_import(
     Path(name): Path<String>,
 ) -> Answer {
     let who = admin(&hub, &headers).await?;
+    let _changing = hub.imports().changing().await;
     let Some(import) = hub.store().get_import(&name).await? else {
         return Err(no_import(&name));
     };
-    let done = match import.kind {
-        crate::store::ImportKind::Openapi => {
-            let config: crate::imports::OpenapiConfig =
-                serde_json::from_value(import.config).map_err(|e| import_failed(e.into()))?;
-            if config.source == INLINE || !is_http_url(&config.source) {
-                return Err(invalid(format!(
-                    "import {name:?} was read from {:?}, which the hub cannot read again: \
-                     send the document again with POST /v1/admin/imports",
-                    config.source
-                )));
-            }
-            let text = crate::imports::read_source(&config.source)
-                .await
-                .map_err(import_failed)?;
-            let imported = crate::imports::import_openapi_text(
-                hub.store(),
-                &config.source,
-                &text,
-                &name,
-                config.base_url.as_deref(),
-                config.auth,
-                false,
-            )
-            .await
-            .map_err(import_failed)?;
-            ImportDone::of_openapi(imported)
-        }
-        crate::store::ImportKind::Mcp => {
-            let config: crate::imports::mcp::McpConfig =
-                serde_json::from_value(import.config).map_err(|e| import_failed(e.into()))?;
-            let changes = crate::imports::mcp::import_mcp(hub.store(), &name, config)
-                .await
-                .map_err(import_failed)?;
-            ImportDone::of_changes(name, changes)
-        }
+    // The hub reads no file for the admin API: a document read from one is
+    // refreshed with the CLI on the machine that has it.
+    let source = import.config["source"].as_str().unwrap_or_default();
+    if import.kind == crate::store::ImportKind::Openapi && !is_http_url(source) {
+        return Err(invalid(format!(
+            "import {name:?} was read from {source:?}, which the hub cannot read again: \
+             send the document again with POST /v1/admin/imports"
+        )));
+    }
+    let done = match crate::imports::refresh(hub.store(), import)
+        .await
+        .map_err(import_failed)?
+    {
+        crate::imports::Refreshed::Openapi(imported) => ImportDone::of_openapi(imported),
+        crate::imports::Refreshed::Mcp(changes) => ImportDone::of_changes(name, changes),
     };
     serve_again(&hub, &done).await?;
     let detail = json!({"added": done.added.len(), "updated": done.updated.len(), "removed": done.removed.len()});
@@ -895,10 +876,11 @@ async fn remove_import(
     Path(name): Path<String>,
 ) -> Answer {
     let who = admin(&hub, &headers).await?;
+    let _changing = hub.imports().changing().await;
     if hub.store().get_import(&name).await?.is_none() {
         return Err(no_import(&name));
     }
-    hub.imports().stop(&name).await;
+    hub.imports().remove(&name).await;
     let removed = hub.store().remove_import(&name).await?;
     for id in &removed {
         hub.dispatcher().catalog().remove_definition(id);

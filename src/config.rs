@@ -34,6 +34,23 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Who may use the admin API.
     pub admin: AdminConfig,
+    /// How a running hub follows the imports table.
+    pub imports: ImportsConfig,
+}
+
+/// `[imports]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportsConfig {
+    /// How often a running hub reads the imports table to serve imports
+    /// that the CLI (or another hub) added, changed or removed; 0 never.
+    pub poll_ms: u64,
+}
+
+impl Default for ImportsConfig {
+    fn default() -> Self {
+        Self { poll_ms: 2_000 }
+    }
 }
 
 /// `[admin]`
@@ -618,6 +635,12 @@ max_namespaces = 200
 # The scope a principal needs to use the admin API (/v1/admin): grant it
 # with `alkhub client add NAME --scopes admin`.
 scope = "admin"
+
+[imports]
+# How often (ms) a running hub reads the imports table, to serve at once
+# the imports that `alkhub import` (without --hub) or another hub added,
+# changed or removed. 0: only at start and through the admin API.
+poll_ms = 2000
 
 [remap]
 # Namespaces whose operations belong to one spoke each: the spoke id is

@@ -381,6 +381,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
     for import in hub.store().list_imports().await? {
         hub.imports().start(&hub, import).await;
     }
+    if hub.config().imports.poll_ms > 0 {
+        let syncing = hub.clone();
+        every(
+            Duration::from_millis(hub.config().imports.poll_ms),
+            stopped.clone(),
+            move || {
+                let hub = syncing.clone();
+                async move {
+                    if let Err(e) = hub.imports().sync(&hub).await {
+                        tracing::warn!(error = %e, "cannot read the imports table");
+                    }
+                }
+            },
+        );
+    }
     let stop_mcp = CancellationToken::new();
     let mut app = crate::http::router(hub.clone())
         .merge(crate::admin::router(hub.clone()))

@@ -720,3 +720,82 @@ async fn the_admin_api_adds_refreshes_and_removes_an_import_the_running_hub_serv
         assert!(actions.contains(&action), "{action} in {actions:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_hub_serves_what_the_cli_imports_refreshes_and_removes_without_a_restart() {
+    let api = petstore().await;
+    let hub = common::hub_with(|c| c.imports.poll_ms = 100).await;
+    let client = hub.client("app", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("{}/openapi.json", api.url);
+    let db = hub.db.url.clone();
+    let cli = |args: Vec<String>| {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            alkhub(&dir, &args)
+        })
+    };
+    let args = |words: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        all.extend(["--database-url".to_owned(), db.clone()]);
+        all
+    };
+    let (ok, out, err) = cli(args(&[
+        "import",
+        "openapi",
+        &spec,
+        "--namespace",
+        "farm",
+        "--base-url",
+        &api.url,
+    ]))
+    .await
+    .unwrap();
+    assert!(ok && out.contains("added farm.getPet"), "{out}{err}");
+    common::eventually("the running hub serves the import", || async {
+        client
+            .call(
+                "farm.putPet",
+                json!({ "pet_id": 5, "body": { "name": "Io", "age": 1 } }),
+            )
+            .await
+            .is_ok()
+    })
+    .await;
+
+    // A refresh that changes nothing changes nothing: the import keeps its
+    // provider and session.
+    let provider_session = || {
+        hub.handle()
+            .sessions()
+            .live()
+            .iter()
+            .find(|c| c.identity.id == "import-farm")
+            .map(|c| c.session_id)
+    };
+    let session = provider_session();
+    let (ok, out, err) = cli(args(&["import", "refresh", "farm"])).await.unwrap();
+    assert!(
+        ok && out.contains("0 added, 0 updated, 4 unchanged"),
+        "{out}{err}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(session.is_some());
+    assert_eq!(
+        session,
+        provider_session(),
+        "an unchanged import is not served anew"
+    );
+
+    let (ok, out, err) = cli(args(&["import", "remove", "farm"])).await.unwrap();
+    assert!(ok, "{out}{err}");
+    common::eventually("the running hub stops serving it", || async {
+        client
+            .call("farm.getPet", json!({ "pet_id": 5 }))
+            .await
+            .is_err_and(|e| e.code.as_str() == "OPERATION_NOT_FOUND")
+    })
+    .await;
+    assert_eq!(provider_session(), None);
+}

@@ -67,8 +67,9 @@ pub enum ImportCommand {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Read an import's source again and update its definitions (with
-    /// --hub; without it, import the source again).
+    /// Read an import's source again (its document's file or URL, or its
+    /// MCP server) and update its definitions; a running hub serves the new
+    /// set within imports.poll_ms, or at once with --hub.
     Refresh {
         /// The import's name.
         name: String,
@@ -87,12 +88,6 @@ pub async fn import(
 ) -> anyhow::Result<()> {
     if let Some(hub) = remote.client()? {
         return remote_import(&hub, command).await;
-    }
-    if let ImportCommand::Refresh { name } = command {
-        anyhow::bail!(
-            "refresh reads the source again through a running hub (--hub URL); \
-             without one, import {name}'s source again with alkhub import openapi|mcp"
-        );
     }
     let store = open_store(config).await?;
     match command {
@@ -179,7 +174,20 @@ pub async fn import(
             let removed = store.remove_import(&name).await?;
             println!("removed import {name} and its {} operations", removed.len());
         }
-        ImportCommand::Refresh { .. } => unreachable!("answered above"),
+        ImportCommand::Refresh { name } => {
+            let Some(import) = store.get_import(&name).await? else {
+                anyhow::bail!("no import {name:?} (alkhub import list shows them)");
+            };
+            match alkhub::imports::refresh(&store, import).await? {
+                alkhub::imports::Refreshed::Openapi(done) => {
+                    for (operation, why) in &done.skipped {
+                        eprintln!("warning: skipped {operation}: {why}");
+                    }
+                    print_changes(&done.name, &done.changes);
+                }
+                alkhub::imports::Refreshed::Mcp(changes) => print_changes(&name, &changes),
+            }
+        }
     }
     store.close().await;
     Ok(())

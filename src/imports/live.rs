@@ -5,10 +5,16 @@
 //! Each served import is a task that owns its in-process provider: an
 //! OpenAPI import's task holds the provider until it is stopped, an MCP
 //! import's task connects, serves and reconnects (see [`super::mcp::start`]).
+//!
+//! Imports written to the store by someone else (the CLI without `--hub`,
+//! another hub on the same database) are found by [`LiveImports::sync`],
+//! which the hub runs every `imports.poll_ms`: an import is known by its
+//! `updated_at`, so a re-import, however small, is served anew.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +25,19 @@ use crate::store::{Import, ImportChanges, ImportKind};
 #[derive(Default)]
 pub struct LiveImports {
     running: Mutex<HashMap<String, Running>>,
+    /// Each import as last served: when it was saved, whether enabled, and
+    /// its operation ids.
+    seen: Mutex<HashMap<String, Seen>>,
+    /// Held by whoever changes which imports are served (the admin API,
+    /// [`LiveImports::sync`]), so that they do not interleave.
+    changing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone, PartialEq)]
+struct Seen {
+    updated_at: DateTime<Utc>,
+    enabled: bool,
+    operations: Vec<String>,
 }
 
 struct Running {
@@ -31,6 +50,7 @@ impl LiveImports {
     /// the same name. An OpenAPI import is registered when this returns.
     pub async fn start(&self, hub: &Hub, import: Import) {
         self.stop(&import.name).await;
+        self.saw(&import);
         if !import.enabled {
             return;
         }
@@ -69,6 +89,76 @@ impl LiveImports {
             running.stop.cancel();
             let _ = running.task.await;
         }
+    }
+
+    /// Records `import` as served as it is, when its own task saved it.
+    pub fn saw(&self, import: &Import) {
+        self.seen.lock().unwrap().insert(
+            import.name.clone(),
+            Seen {
+                updated_at: import.updated_at,
+                enabled: import.enabled,
+                operations: import.operations.clone(),
+            },
+        );
+    }
+
+    /// Stops serving import `name` for good (it was removed).
+    pub async fn remove(&self, name: &str) {
+        self.stop(name).await;
+        self.seen.lock().unwrap().remove(name);
+    }
+
+    /// Holds off [`LiveImports::sync`] while an admin change is saved and
+    /// served.
+    pub async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
+    }
+
+    /// Serves what the imports table holds now: imports added or saved
+    /// again since they were last served start (anew), removed ones stop,
+    /// and the catalog follows their definitions.
+    pub async fn sync(&self, hub: &Hub) -> anyhow::Result<()> {
+        let _changing = self.changing.lock().await;
+        let imports = hub.store().list_imports().await?;
+        let present: HashSet<&str> = imports.iter().map(|i| i.name.as_str()).collect();
+        let gone: Vec<(String, Seen)> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| !present.contains(name.as_str()))
+            .map(|(name, seen)| (name.clone(), seen.clone()))
+            .collect();
+        for (name, seen) in gone {
+            tracing::info!(import = %name, "import removed from the store: no longer served");
+            self.remove(&name).await;
+            for id in &seen.operations {
+                hub.dispatcher().catalog().remove_definition(id);
+            }
+        }
+        for import in imports {
+            let before = self.seen.lock().unwrap().get(&import.name).cloned();
+            if before
+                .as_ref()
+                .is_some_and(|b| b.updated_at == import.updated_at && b.enabled == import.enabled)
+            {
+                continue;
+            }
+            let previous = before.map(|b| b.operations).unwrap_or_default();
+            let changes = ImportChanges {
+                removed: previous
+                    .into_iter()
+                    .filter(|id| !import.operations.contains(id))
+                    .collect(),
+                updated: import.operations.clone(),
+                ..ImportChanges::default()
+            };
+            tracing::info!(import = %import.name, operations = import.operations.len(), "import saved in the store: serving it anew");
+            apply_changes(hub, &changes).await?;
+            self.start(hub, import).await;
+        }
+        Ok(())
     }
 
     /// Whether the hub runs a task for import `name`. An MCP import's task

@@ -263,12 +263,13 @@ async fn run_once(hub: &Hub, import: &Import, stop: &CancellationToken) -> anyho
             }
         }
         tracing::info!(import = %import.name, added = changes.added.len(), updated = changes.updated.len(), removed = changes.removed.len(), "MCP tools changed");
-        operations = hub
-            .store()
-            .get_import(&import.name)
-            .await?
-            .map(|i| i.operations)
-            .unwrap_or_default();
+        let stored = hub.store().get_import(&import.name).await?;
+        // This task serves the new set itself: the imports table's watcher
+        // must not serve it anew.
+        if let Some(stored) = &stored {
+            hub.imports().saw(stored);
+        }
+        operations = stored.map(|i| i.operations).unwrap_or_default();
     }
 }
 

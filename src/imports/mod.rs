@@ -120,6 +120,54 @@ pub struct Imported {
     pub skipped: Vec<(String, String)>,
 }
 
+/// The source recorded for a document sent as text: it cannot be read again.
+pub const INLINE_SOURCE: &str = "(sent inline)";
+
+/// What reading an import's source again saved.
+pub enum Refreshed {
+    /// An OpenAPI document's operations.
+    Openapi(Imported),
+    /// An MCP server's tools.
+    Mcp(ImportChanges),
+}
+
+/// Reads the source of `import` again (its OpenAPI document's file or URL,
+/// or its MCP server) and saves what it defines now, with the base URL and
+/// authentication it was imported with.
+pub async fn refresh(store: &Store, import: crate::store::Import) -> anyhow::Result<Refreshed> {
+    let name = import.name;
+    match import.kind {
+        ImportKind::Openapi => {
+            let config: OpenapiConfig =
+                serde_json::from_value(import.config).with_context(|| {
+                    format!("import {name:?} has a configuration this hub cannot read")
+                })?;
+            if config.source == INLINE_SOURCE {
+                bail!(
+                    "import {name:?} was sent as text, so its document cannot be read again: \
+                     import it again"
+                );
+            }
+            let imported = import_openapi(
+                store,
+                &config.source,
+                &name,
+                config.base_url.as_deref(),
+                config.auth,
+            )
+            .await?;
+            Ok(Refreshed::Openapi(imported))
+        }
+        ImportKind::Mcp => {
+            let config: mcp::McpConfig =
+                serde_json::from_value(import.config).with_context(|| {
+                    format!("import {name:?} has a configuration this hub cannot read")
+                })?;
+            Ok(Refreshed::Mcp(mcp::import_mcp(store, &name, config).await?))
+        }
+    }
+}
+
 /// Reads `source` (a file path or an http:// URL).
 pub async fn read_source(source: &str) -> anyhow::Result<String> {
     if source.starts_with("http://") || source.starts_with("https://") {
