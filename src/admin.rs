@@ -641,6 +641,9 @@ pub struct AddImport {
     /// OpenAPI: where requests go (default: the document's server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// OpenAPI: definitions only, no requests (instead of `baseUrl`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_base_url: bool,
     /// OpenAPI: `bearer:ENV`, `header:NAME:ENV` or `basic:ENV`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
@@ -753,7 +756,12 @@ async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminEr
                 &source,
                 &text,
                 &add.name,
-                add.base_url.as_deref(),
+                match (add.base_url.as_deref(), add.no_base_url) {
+                    (None, true) => crate::imports::BaseUrl::None,
+                    (Some(_), true) => return Err(invalid("give baseUrl or noBaseUrl, not both")),
+                    (Some(url), false) => crate::imports::BaseUrl::Given(url),
+                    (None, false) => crate::imports::BaseUrl::FromDocument,
+                },
                 auth,
                 add.strict,
             )

@@ -799,3 +799,59 @@ async fn a_running_hub_serves_what_the_cli_imports_refreshes_and_removes_without
     .await;
     assert_eq!(provider_session(), None);
 }
+
+#[tokio::test]
+async fn parameters_sharing_a_name_reach_their_places_and_a_path_parameter_stays_one_segment() {
+    let (api, mut requests) = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+            .into(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "items.json",
+        r#"{"openapi": "3.1.0", "paths": {"/items/{id}": {"get": {"operationId": "item",
+            "parameters": [
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "id", "in": "query", "schema": {"type": "string"}},
+                {"name": "id", "in": "header", "schema": {"type": "string"}},
+                {"name": "tag", "in": "query", "schema": {"type": ["string", "null"]}}],
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {}}}}}}}}}"#,
+    );
+    let mut hub = hub().await;
+    import_openapi(&hub.db.store, &file, "inv", Some(&api), None)
+        .await
+        .unwrap();
+    hub.restart().await;
+    let client = hub.client("app", &[]).await;
+    client
+        .call(
+            "inv.item",
+            json!({"id": "a/b c", "query_id": "q", "header_id": "h", "tag": null}),
+        )
+        .await
+        .unwrap();
+    let head = common::recv_within(&mut requests).await;
+    let first_line = head.lines().next().unwrap();
+    // The path parameter is one encoded segment, the query one keeps its
+    // name on the wire, and a null is no parameter at all.
+    assert_eq!(first_line, "GET /items/a%2Fb%20c?id=q HTTP/1.1", "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nid: h\r\n"),
+        "{head}"
+    );
+
+    // `..` would climb out of the base URL even encoded: refused, unsent.
+    let err = client
+        .call("inv.item", json!({"id": ".."}))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("would leave the base URL"),
+        "{}",
+        err.message
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(requests.try_recv().is_err(), "nothing was sent");
+}

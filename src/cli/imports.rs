@@ -36,8 +36,12 @@ pub enum ImportCommand {
         #[arg(long)]
         namespace: String,
         /// Where the hub sends the requests (default: the document's first absolute server).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_base_url")]
         base_url: Option<String>,
+        /// Import definitions only: the hub sends no request, a spoke may
+        /// register the operations.
+        #[arg(long)]
+        no_base_url: bool,
         /// bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR (the variable holds the secret).
         #[arg(long)]
         auth: Option<alkhub::imports::Auth>,
@@ -95,16 +99,18 @@ pub async fn import(
             source,
             namespace,
             base_url,
+            no_base_url,
             auth,
             strict,
         } => {
-            let done = alkhub::imports::import_openapi_checked(
-                &store,
-                &source,
-                &namespace,
-                base_url.as_deref(),
-                auth,
-                strict,
+            let text = alkhub::imports::read_source(&source).await?;
+            let base_url = match (&base_url, no_base_url) {
+                (_, true) => alkhub::imports::BaseUrl::None,
+                (Some(url), false) => alkhub::imports::BaseUrl::Given(url),
+                (None, false) => alkhub::imports::BaseUrl::FromDocument,
+            };
+            let done = alkhub::imports::import_openapi_text(
+                &store, &source, &text, &namespace, base_url, auth, strict,
             )
             .await?;
             for (operation, why) in &done.skipped {
@@ -118,10 +124,11 @@ pub async fn import(
                 );
             }
             match &done.base_url {
-                Some(url) => println!("requests go to {url}"),
+                Some(url) => println!("requests go to {url} (from {})", done.base_url_from),
                 None => println!(
-                    "no base URL: the operations are definitions only until a spoke registers them \
-                     (give --base-url to have the hub call the API)"
+                    "no base URL ({}): the operations are definitions only until a spoke registers them \
+                     (give --base-url to have the hub call the API)",
+                    done.base_url_from
                 ),
             }
         }
@@ -201,6 +208,7 @@ async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> any
             source,
             namespace,
             base_url,
+            no_base_url,
             auth,
             strict,
         } => {
@@ -216,6 +224,7 @@ async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> any
                 source: remote_source.then_some(source),
                 document,
                 base_url,
+                no_base_url,
                 auth: auth.map(|a| a.to_string()),
                 strict,
                 url: None,

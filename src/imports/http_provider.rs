@@ -217,7 +217,8 @@ impl Runner {
         let mut query = Vec::new();
         let mut headers = Vec::new();
         for param in &binding.params {
-            let Some(value) = input.get(&param.name) else {
+            // A null is an absent parameter, never the text `null`.
+            let Some(value) = input.get(param.property()).filter(|v| !v.is_null()) else {
                 if param.location == ParamIn::Path {
                     return Err(format!("the path parameter {} is missing", param.name));
                 }
@@ -229,6 +230,14 @@ impl Runner {
             };
             match param.location {
                 ParamIn::Path => {
+                    // Encoded, a `/` cannot add a segment; but `.` and `..`
+                    // are unreserved and would still climb out of the base URL.
+                    if text == "." || text == ".." {
+                        return Err(format!(
+                            "the path parameter {} cannot be {text:?}: the request would leave the base URL",
+                            param.name
+                        ));
+                    }
                     path = path.replace(&format!("{{{}}}", param.name), &encode_segment(&text))
                 }
                 ParamIn::Query => query.push((param.name.clone(), text)),

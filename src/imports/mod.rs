@@ -114,6 +114,8 @@ pub struct Imported {
     pub name: String,
     /// The base URL requests go to, if any.
     pub base_url: Option<String>,
+    /// Where the base URL came from, or why there is none.
+    pub base_url_from: &'static str,
     /// What changed.
     pub changes: ImportChanges,
     /// Operations of the document left out (`METHOD /path`, and why).
@@ -148,12 +150,20 @@ pub async fn refresh(store: &Store, import: crate::store::Import) -> anyhow::Res
                      import it again"
                 );
             }
-            let imported = import_openapi(
+            let text = read_source(&config.source).await?;
+            // The base URL stays what it was, none included.
+            let base_url = config
+                .base_url
+                .as_deref()
+                .map_or(BaseUrl::None, BaseUrl::Given);
+            let imported = import_openapi_text(
                 store,
                 &config.source,
+                &text,
                 &name,
-                config.base_url.as_deref(),
+                base_url,
                 config.auth,
+                false,
             )
             .await?;
             Ok(Refreshed::Openapi(imported))
@@ -212,7 +222,20 @@ pub async fn import_openapi_checked(
     strict: bool,
 ) -> anyhow::Result<Imported> {
     let text = read_source(source).await?;
+    let base_url = base_url.map_or(BaseUrl::FromDocument, BaseUrl::Given);
     import_openapi_text(store, source, &text, namespace, base_url, auth, strict).await
+}
+
+/// Where an OpenAPI import's requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseUrl<'a> {
+    /// This URL (`--base-url`).
+    Given(&'a str),
+    /// The document's first server, when it is absolute or relative to an
+    /// http source.
+    FromDocument,
+    /// Nowhere: the operations are definitions only (`--no-base-url`).
+    None,
 }
 
 /// [`import_openapi_checked`] of a document already read: `source` names
@@ -223,7 +246,7 @@ pub async fn import_openapi_text(
     source: &str,
     text: &str,
     namespace: &str,
-    base_url: Option<&str>,
+    base_url: BaseUrl<'_>,
     auth: Option<Auth>,
     strict: bool,
 ) -> anyhow::Result<Imported> {
@@ -245,12 +268,19 @@ pub async fn import_openapi_text(
             reasons.join("\n")
         );
     }
-    let base_url = match base_url {
-        Some(url) => Some(check_base_url(url)?),
-        None => mapped
-            .server_url
-            .as_deref()
-            .and_then(|server| resolve_server(source, server)),
+    let (base_url, base_url_from) = match base_url {
+        BaseUrl::Given(url) => (Some(check_base_url(url)?), "--base-url"),
+        BaseUrl::None => (None, "--no-base-url"),
+        BaseUrl::FromDocument => match mapped.server_url.as_deref() {
+            Some(server) => match resolve_server(source, server) {
+                Some(url) if server.starts_with('/') => {
+                    (Some(url), "the document's servers[0], relative to its URL")
+                }
+                Some(url) => (Some(url), "the document's servers[0]"),
+                None => (None, "the document's servers[0] is relative, and the document was not fetched by URL"),
+            },
+            None => (None, "the document names no server"),
+        },
     };
     let config = OpenapiConfig {
         source: source.to_owned(),
@@ -279,6 +309,7 @@ pub async fn import_openapi_text(
     Ok(Imported {
         name: namespace.to_owned(),
         base_url,
+        base_url_from,
         changes,
         skipped: mapped.skipped,
     })

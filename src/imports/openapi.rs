@@ -34,11 +34,83 @@ pub enum ParamIn {
 /// One parameter of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Param {
-    /// Its name in the document (and the input property).
+    /// Its name in the document, as it goes on the wire.
     pub name: String,
     /// Where it goes.
     #[serde(rename = "in")]
     pub location: ParamIn,
+    /// The input property holding it, when not `name`: a parameter whose
+    /// name another location's parameter (or the body) already uses is
+    /// `{in}_{name}` in the input (see [`property_names`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+}
+
+impl Param {
+    /// The input property holding this parameter.
+    pub fn property(&self) -> &str {
+        self.property.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl ParamIn {
+    fn as_str(self) -> &'static str {
+        match self {
+            ParamIn::Path => "path",
+            ParamIn::Query => "query",
+            ParamIn::Header => "header",
+        }
+    }
+}
+
+/// The collision rule: each parameter's input property. Names are unique
+/// within a location (a later declaration of the same name and location
+/// replaces the earlier), but a path, a query and a header parameter may
+/// share one, and `body` is the JSON body's. The plain name goes to the
+/// first claimant in the order path, query, header (the body always keeps
+/// `body`); every other parameter of that name becomes `{in}_{name}`
+/// (`query_id`, `header_body`). A renamed property that is still taken
+/// makes the operation unmappable.
+fn property_names(params: &mut [(Param, Value, bool)], body: bool) -> Result<(), String> {
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    if body {
+        taken.insert("body".into());
+    }
+    params.sort_by_key(|(p, _, _)| p.location as u8);
+    for (param, _, _) in params.iter_mut() {
+        if taken.insert(param.name.clone()) {
+            continue;
+        }
+        let renamed = format!("{}_{}", param.location.as_str(), param.name);
+        if !taken.insert(renamed.clone()) {
+            return Err(format!(
+                "the {} parameter {} cannot be given an input property: both {} and {renamed} are taken",
+                param.location.as_str(),
+                param.name,
+                param.name
+            ));
+        }
+        param.property = Some(renamed);
+    }
+    Ok(())
+}
+
+/// Why a path key of the document cannot be called under a base URL:
+/// it must start with `/` and hold no `.` or `..` segment (written plainly
+/// or percent-encoded), so every request stays under the base URL.
+fn check_path_key(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("the path {path:?} does not start with /"));
+    }
+    for segment in path.split('/') {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(format!(
+                "the path {path:?} has a {segment:?} segment, which would leave the base URL"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How to execute one imported operation as an HTTP request.
@@ -109,6 +181,10 @@ pub fn import(doc: &Value, namespace: &str) -> Result<Document, String> {
     let mut skipped = Vec::new();
     let mut taken = BTreeSet::new();
     for (path, item) in &paths {
+        if let Err(e) = check_path_key(path) {
+            skipped.push((path.clone(), e));
+            continue;
+        }
         let item = match resolver.resolve(item, &mut Vec::new()) {
             Ok(item) => item,
             Err(e) => {
@@ -210,6 +286,7 @@ fn operation(
         let param = Param {
             name: pname.to_owned(),
             location,
+            property: None,
         };
         params.retain(|(q, _, _)| q != &param);
         params.push((param, schema, required));
@@ -217,31 +294,25 @@ fn operation(
 
     let mut properties = Map::new();
     let mut required = Vec::new();
-    for (param, schema, is_required) in &params {
-        if properties.contains_key(&param.name) {
-            return Err(format!(
-                "two parameters are named {} (in different places); the input cannot hold both",
-                param.name
-            ));
-        }
-        properties.insert(param.name.clone(), schema.clone());
-        if *is_required {
-            required.push(Value::String(param.name.clone()));
-        }
-    }
     let mut body = false;
+    let mut body_required = false;
     if let Some(rb) = op.get("requestBody") {
         let rb = resolver.resolve(rb, &mut Vec::new())?;
         if let Some(schema) = rb.pointer("/content/application~1json/schema") {
-            if properties.contains_key("body") {
-                return Err("a parameter is named body, which the JSON request body needs".into());
-            }
             properties.insert("body".into(), bundle.rewrite(schema)?);
-            if rb.get("required").and_then(Value::as_bool).unwrap_or(false) {
-                required.push(Value::String("body".into()));
-            }
+            body_required = rb.get("required").and_then(Value::as_bool).unwrap_or(false);
             body = true;
         }
+    }
+    property_names(&mut params, body)?;
+    for (param, schema, is_required) in &params {
+        properties.insert(param.property().to_owned(), schema.clone());
+        if *is_required {
+            required.push(Value::String(param.property().to_owned()));
+        }
+    }
+    if body_required {
+        required.push(Value::String("body".into()));
     }
     let mut input =
         json!({ "type": "object", "properties": properties, "additionalProperties": false });
@@ -588,15 +659,18 @@ components:
             [
                 Param {
                     name: "petId".into(),
-                    location: ParamIn::Path
+                    location: ParamIn::Path,
+                    property: None,
                 },
                 Param {
                     name: "verbose".into(),
-                    location: ParamIn::Query
+                    location: ParamIn::Query,
+                    property: None,
                 },
                 Param {
                     name: "X-Trace".into(),
-                    location: ParamIn::Header
+                    location: ParamIn::Header,
+                    property: None,
                 },
             ]
         );
@@ -659,6 +733,87 @@ components:
             doc.skipped[1].1.contains("already taken"),
             "{:?}",
             doc.skipped
+        );
+    }
+
+    #[test]
+    fn parameters_sharing_a_name_get_properties_by_the_collision_rule() {
+        let doc = json!({"openapi": "3.1.0", "paths": {
+            "/items/{id}": {"post": {"operationId": "put",
+                "parameters": [
+                    {"name": "id", "in": "header", "required": true},
+                    {"name": "id", "in": "query"},
+                    {"name": "id", "in": "path", "required": true},
+                    {"name": "body", "in": "query"}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}}},
+            "/clash/{x}": {"get": {"operationId": "clash",
+                "parameters": [
+                    {"name": "x", "in": "path", "required": true},
+                    {"name": "x", "in": "query"},
+                    {"name": "query_x", "in": "header"}]}}}});
+        let doc = import(&doc, "x").unwrap();
+        let named = |name: &str| {
+            let op = doc.operations.iter().find(|o| o.definition.name == name);
+            op.unwrap_or_else(|| panic!("{name}: {:?}", doc.skipped))
+        };
+        let properties_of = |name: &str| -> Vec<(String, String)> {
+            named(name)
+                .binding
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), p.property().to_owned()))
+                .collect()
+        };
+        let put = named("put");
+        let properties = properties_of("put");
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            properties,
+            pairs(&[
+                ("id", "id"),
+                ("id", "query_id"),
+                ("body", "query_body"),
+                ("id", "header_id")
+            ])
+        );
+        let input = put.definition.input_schema.as_ref().unwrap();
+        assert_eq!(input["required"], json!(["id", "header_id"]));
+        assert!(input["properties"]["body"].is_object());
+        // The query parameter takes `query_x` first; the header parameter
+        // of that name is renamed in turn.
+        assert_eq!(
+            properties_of("clash"),
+            pairs(&[("x", "x"), ("x", "query_x"), ("query_x", "header_query_x")])
+        );
+    }
+
+    #[test]
+    fn paths_that_could_leave_the_base_url_are_skipped() {
+        let doc = json!({"openapi": "3.1.0", "paths": {
+            "items": {"get": {"operationId": "a"}},
+            "/x/../admin": {"get": {"operationId": "b"}},
+            "/x/%2E%2e/admin": {"get": {"operationId": "c"}},
+            "/ok/{id}": {"get": {"operationId": "d"}}}});
+        let doc = import(&doc, "x").unwrap();
+        let ids: Vec<_> = doc.operations.iter().map(|o| o.definition.id()).collect();
+        assert_eq!(ids, ["x.d"]);
+        let reasons: Vec<&str> = doc.skipped.iter().map(|(_, why)| why.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("does not start with /")),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            reasons
+                .iter()
+                .filter(|r| r.contains("would leave the base URL"))
+                .count(),
+            2,
+            "{reasons:?}"
         );
     }
 
