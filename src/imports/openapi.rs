@@ -149,6 +149,92 @@ pub struct Document {
     pub title: Option<String>,
 }
 
+/// Rewrites an OpenAPI 3.0 Schema Object (with everything it holds) as the
+/// JSON Schema 2020-12 the hub validates with and serves, in place:
+/// - `nullable: true` admits `null`: `type: T` becomes `type: [T, "null"]`
+///   (and an `enum` gains `null`); a schema without `type` becomes
+///   `anyOf: [it, {"type": "null"}]`;
+/// - boolean `exclusiveMinimum`/`exclusiveMaximum` become the numbers
+///   2020-12 expects (`minimum: 0, exclusiveMinimum: true` →
+///   `exclusiveMinimum: 0`; `false` is dropped);
+/// - `example` becomes `examples: [example]`;
+/// - keywords beside a `$ref` are dropped (3.0 ignores them; 2020-12 would
+///   apply them), `$defs` excepted (the hub's own bundle).
+///
+/// Values (`enum`, `default`, `examples`) are never rewritten, only
+/// subschemas.
+pub fn schema_from_3_0(schema: &mut Value) {
+    let Value::Object(map) = schema else { return };
+    if map.contains_key("$ref") {
+        map.retain(|k, _| k == "$ref" || k == "$defs");
+    }
+    for (exclusive, bound) in [
+        ("exclusiveMinimum", "minimum"),
+        ("exclusiveMaximum", "maximum"),
+    ] {
+        match map.get(exclusive) {
+            Some(Value::Bool(true)) => match map.remove(bound) {
+                Some(limit) => {
+                    map.insert(exclusive.into(), limit);
+                }
+                None => {
+                    map.remove(exclusive);
+                }
+            },
+            Some(Value::Bool(false)) => {
+                map.remove(exclusive);
+            }
+            _ => {}
+        }
+    }
+    if let Some(example) = map.remove("example") {
+        map.entry("examples").or_insert_with(|| json!([example]));
+    }
+    for key in ["properties", "patternProperties", "$defs", "definitions"] {
+        if let Some(Value::Object(children)) = map.get_mut(key) {
+            children.values_mut().for_each(schema_from_3_0);
+        }
+    }
+    for key in [
+        "items",
+        "additionalProperties",
+        "not",
+        "contains",
+        "propertyNames",
+    ] {
+        if let Some(child) = map.get_mut(key) {
+            schema_from_3_0(child);
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf", "prefixItems"] {
+        if let Some(Value::Array(children)) = map.get_mut(key) {
+            children.iter_mut().for_each(schema_from_3_0);
+        }
+    }
+    if map.remove("nullable") != Some(Value::Bool(true)) {
+        return;
+    }
+    if let Some(Value::Array(values)) = map.get_mut("enum") {
+        if !values.contains(&Value::Null) {
+            values.push(Value::Null);
+        }
+    }
+    match map.get("type").cloned() {
+        Some(Value::String(t)) => {
+            map.insert("type".into(), json!([t, "null"]));
+        }
+        Some(_) => {}
+        None => {
+            let defs = map.remove("$defs");
+            let inner = Value::Object(std::mem::take(map));
+            map.insert("anyOf".into(), json!([inner, {"type": "null"}]));
+            if let Some(defs) = defs {
+                map.insert("$defs".into(), defs);
+            }
+        }
+    }
+}
+
 /// Parses a document in JSON or YAML.
 pub fn parse(text: &str) -> Result<Value, String> {
     let trimmed = text.trim_start();
@@ -207,6 +293,16 @@ pub fn import(doc: &Value, namespace: &str) -> Result<Document, String> {
                     continue;
                 }
             };
+            let mut imported = imported;
+            if version.starts_with("3.0") {
+                let definition = &mut imported.definition;
+                for schema in [&mut definition.input_schema, &mut definition.output_schema]
+                    .into_iter()
+                    .flatten()
+                {
+                    schema_from_3_0(schema);
+                }
+            }
             if !taken.insert(imported.definition.name.clone()) {
                 skipped.push((
                     label,
@@ -815,6 +911,52 @@ components:
             2,
             "{reasons:?}"
         );
+    }
+
+    #[test]
+    fn openapi_3_0_schemas_become_json_schema_2020_12() {
+        let doc = json!({"openapi": "3.0.3", "paths": {"/a": {"post": {"operationId": "a",
+            "parameters": [{"name": "n", "in": "query",
+                "schema": {"type": "integer", "minimum": 0, "exclusiveMinimum": true, "example": 5}}],
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {
+                    "owner": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/User"}]},
+                    "state": {"type": "string", "enum": ["open", "closed"], "nullable": true},
+                    "user": {"$ref": "#/components/schemas/User", "description": "ignored in 3.0"},
+                    "enumOfNullable": {"type": "string", "enum": ["nullable"]}}}}}},
+            "responses": {"200": {"description": "ok"}}}}},
+            "components": {"schemas": {"User": {"type": "object", "nullable": true,
+                "properties": {"login": {"type": "string"}},
+                "additionalProperties": {"type": "number", "maximum": 9, "exclusiveMaximum": false}}}}});
+        let doc = import(&doc, "x").unwrap();
+        let input = doc.operations[0].definition.input_schema.clone().unwrap();
+        assert_eq!(
+            input["properties"]["n"],
+            json!({"type": "integer", "exclusiveMinimum": 0, "examples": [5]})
+        );
+        let body = &input["properties"]["body"]["properties"];
+        assert_eq!(body["owner"]["anyOf"][1], json!({"type": "null"}));
+        assert_eq!(body["state"]["type"], json!(["string", "null"]));
+        assert_eq!(body["state"]["enum"], json!(["open", "closed", null]));
+        assert_eq!(body["user"], json!({"$ref": "#/$defs/User"}));
+        assert_eq!(
+            body["enumOfNullable"]["enum"],
+            json!(["nullable"]),
+            "values are not schemas"
+        );
+        let user = &input["$defs"]["User"];
+        assert_eq!(user["type"], json!(["object", "null"]));
+        assert_eq!(
+            user["additionalProperties"],
+            json!({"type": "number", "maximum": 9})
+        );
+        // The hub validates with the result as 3.0 meant it.
+        let validator = crate::catalog::compile_schema(&input).unwrap();
+        let ok = json!({"n": 1, "body": {"owner": null, "state": null, "user": {"login": "a"}}});
+        assert!(validator.is_valid(&ok), "{input}");
+        assert!(!validator.is_valid(&json!({"n": 0})), "exclusive minimum");
+        assert!(!validator.is_valid(&json!({"body": {"state": "merged"}})));
     }
 
     #[test]
