@@ -357,6 +357,11 @@ impl Drop for Petstore {
 }
 
 async fn petstore() -> Petstore {
+    fastapi_app("app:app").await
+}
+
+/// The FastAPI app `module:app` of `tests/fixtures/petstore`.
+async fn fastapi_app(app: &str) -> Petstore {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let python = fixtures.join(".venv/bin/python");
     assert!(
@@ -371,7 +376,7 @@ async fn petstore() -> Petstore {
         .unwrap()
         .port();
     let child = Command::new(python)
-        .args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port"])
+        .args(["-m", "uvicorn", app, "--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .arg("--log-level=warning")
         .current_dir(fixtures.join("petstore"))
@@ -854,4 +859,62 @@ async fn parameters_sharing_a_name_reach_their_places_and_a_path_parameter_stays
     );
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(requests.try_recv().is_err(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn arrays_forms_and_multipart_bodies_reach_fastapi_as_it_expects() {
+    let api = fastapi_app("forms:app").await;
+    let mut hub = hub().await;
+    let imported = import_openapi(
+        &hub.db.store,
+        &format!("{}/openapi.json", api.url),
+        "forms",
+        Some(&api.url),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(imported.skipped.is_empty(), "{:?}", imported.skipped);
+    hub.restart().await;
+    let client = hub.client("app", &[]).await;
+
+    // An array query parameter, exploded as `form` says; a null is absent;
+    // the Accept header asks for the JSON the document promises.
+    let out = client
+        .call(
+            "forms.search",
+            json!({"kind": "a b", "tags": ["x", "y z"], "limit": null}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["data"],
+        json!({"kind": "a b", "tags": ["x", "y z"], "limit": null, "accept": "application/json, */*;q=0.1"})
+    );
+
+    // A form body.
+    let out = client
+        .call(
+            "forms.login",
+            json!({"body": {"username": "ada & co", "remember": true}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["data"],
+        json!({"username": "ada & co", "remember": true})
+    );
+
+    // A multipart body, an array field as repeated parts.
+    let out = client
+        .call(
+            "forms.addNote",
+            json!({"body": {"title": "groceries", "tags": ["home", "food"]}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["data"],
+        json!({"title": "groceries", "tags": ["home", "food"], "attached": false})
+    );
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::openapi::{HttpBinding, ParamIn};
 use super::provider::{self, Answer, Call, Responder};
+use super::serialize;
 use super::{Auth, OpenapiConfig};
 use crate::connection::now_ms;
 use crate::server::Hub;
@@ -214,7 +215,7 @@ impl Runner {
     fn build(&self, binding: &HttpBinding, call: &Call) -> Result<reqwest::RequestBuilder, String> {
         let input = call.input.as_object().cloned().unwrap_or_default();
         let mut path = binding.path.clone();
-        let mut query = Vec::new();
+        let mut query: Vec<(String, String)> = Vec::new();
         let mut headers = Vec::new();
         for param in &binding.params {
             // A null is an absent parameter, never the text `null`.
@@ -224,12 +225,9 @@ impl Runner {
                 }
                 continue;
             };
-            let text = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
             match param.location {
                 ParamIn::Path => {
+                    let text = serialize::path(param, value);
                     // Encoded, a `/` cannot add a segment; but `.` and `..`
                     // are unreserved and would still climb out of the base URL.
                     if text == "." || text == ".." {
@@ -238,10 +236,12 @@ impl Runner {
                             param.name
                         ));
                     }
-                    path = path.replace(&format!("{{{}}}", param.name), &encode_segment(&text))
+                    path = path.replace(&format!("{{{}}}", param.name), &text)
                 }
-                ParamIn::Query => query.push((param.name.clone(), text)),
-                ParamIn::Header => headers.push((param.name.clone(), text)),
+                ParamIn::Query => query.extend(serialize::query(param, value)),
+                ParamIn::Header => {
+                    headers.push((param.name.clone(), serialize::header(param, value)))
+                }
             }
         }
         let method = reqwest::Method::from_bytes(binding.method.as_bytes())
@@ -250,14 +250,18 @@ impl Runner {
             .client
             .request(method, format!("{}{path}", self.base_url))
             .query(&query);
+        if let Some(accept) = &binding.accept {
+            request = request.header(reqwest::header::ACCEPT, accept);
+        }
         for (name, value) in headers {
             request = request.header(name, value);
         }
         if binding.body {
             if let Some(body) = input.get("body") {
+                let (content_type, bytes) = serialize::body(binding.body_type.as_deref(), body)?;
                 request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_string());
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes);
             }
         }
         if let Some(auth) = &self.auth {
@@ -304,19 +308,6 @@ fn parse_body(body: &str, content_type: &str) -> Value {
         }
     }
     Value::String(body.to_owned())
-}
-
-/// Percent-encodes one path segment (everything but RFC 3986's unreserved characters).
-fn encode_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The text/event-stream format: `event:` and `data:` lines, an empty line
@@ -379,11 +370,5 @@ mod tests {
                 (None, "a\nb".to_owned())
             ]
         );
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode_segment("a b/c?"), "a%20b%2Fc%3F");
-        assert_eq!(encode_segment("Ünï"), "%C3%9Cn%C3%AF");
     }
 }

@@ -14,6 +14,7 @@ pub mod live;
 pub mod mcp;
 pub mod openapi;
 pub mod provider;
+pub mod serialize;
 
 use std::collections::BTreeMap;
 

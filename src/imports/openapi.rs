@@ -44,6 +44,16 @@ pub struct Param {
     /// `{in}_{name}` in the input (see [`property_names`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub property: Option<String>,
+    /// How an array or object value is written (OpenAPI `style`): `form`,
+    /// `spaceDelimited`, `pipeDelimited` or `deepObject` in the query,
+    /// `simple`, `label` or `matrix` in the path, `simple` in a header.
+    /// `None` is the location's default (`form` in the query, else `simple`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+    /// Whether each array item or object member is its own parameter
+    /// (OpenAPI `explode`); `None` is the default (true for `form`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explode: Option<bool>,
 }
 
 impl Param {
@@ -122,8 +132,58 @@ pub struct HttpBinding {
     pub path: String,
     /// Path, query and header parameters.
     pub params: Vec<Param>,
-    /// Whether the input's `body` is sent as a JSON body.
+    /// Whether the input's `body` is sent as the request body.
     pub body: bool,
+    /// The body's media type: `application/json` (also when absent, as
+    /// imports before it was recorded), `application/x-www-form-urlencoded`
+    /// or `multipart/form-data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_type: Option<String>,
+    /// The `Accept` header, from the success response's media types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept: Option<String>,
+}
+
+/// The request body media types the hub can send, in order of preference.
+const BODY_TYPES: [&str; 3] = [
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+];
+
+/// The media type of a request body the hub can send, and its schema:
+/// JSON (`application/json` or any `+json`) first, then a form, then
+/// multipart.
+fn body_content(content: &Map<String, Value>) -> Option<(&'static str, &Value)> {
+    let json = content
+        .iter()
+        .find(|(t, _)| *t == "application/json" || t.ends_with("+json"));
+    if let Some((_, media)) = json {
+        return Some((BODY_TYPES[0], media.get("schema").unwrap_or(&Value::Null)));
+    }
+    BODY_TYPES[1..].iter().find_map(|t| {
+        content
+            .get(*t)
+            .map(|media| (*t, media.get("schema").unwrap_or(&Value::Null)))
+    })
+}
+
+/// The `Accept` header for a success response's content: JSON preferred
+/// when it is offered, else every type it lists.
+fn accept_of(content: Option<&Map<String, Value>>) -> Option<String> {
+    let content = content?;
+    if content.contains_key("text/event-stream") {
+        return Some("text/event-stream".into());
+    }
+    let types: Vec<&str> = content.keys().map(String::as_str).collect();
+    match types
+        .iter()
+        .find(|t| **t == "application/json" || t.ends_with("+json"))
+    {
+        Some(json) => Some(format!("{json}, */*;q=0.1")),
+        None if types.is_empty() => None,
+        None => Some(types.join(", ")),
+    }
 }
 
 /// One operation of the document.
@@ -383,6 +443,8 @@ fn operation(
             name: pname.to_owned(),
             location,
             property: None,
+            style: p.get("style").and_then(Value::as_str).map(str::to_owned),
+            explode: p.get("explode").and_then(Value::as_bool),
         };
         params.retain(|(q, _, _)| q != &param);
         params.push((param, schema, required));
@@ -391,13 +453,21 @@ fn operation(
     let mut properties = Map::new();
     let mut required = Vec::new();
     let mut body = false;
+    let mut body_type = None;
     let mut body_required = false;
     if let Some(rb) = op.get("requestBody") {
         let rb = resolver.resolve(rb, &mut Vec::new())?;
-        if let Some(schema) = rb.pointer("/content/application~1json/schema") {
-            properties.insert("body".into(), bundle.rewrite(schema)?);
+        let content = rb.get("content").and_then(Value::as_object);
+        if let Some((media, schema)) = content.and_then(body_content) {
+            let schema = if schema.is_null() {
+                json!({})
+            } else {
+                bundle.rewrite(schema)?
+            };
+            properties.insert("body".into(), schema);
             body_required = rb.get("required").and_then(Value::as_bool).unwrap_or(false);
             body = true;
+            body_type = (media != BODY_TYPES[0]).then(|| media.to_owned());
         }
     }
     property_names(&mut params, body)?;
@@ -417,7 +487,7 @@ fn operation(
     }
     let input = bundle.finish(input)?;
 
-    let (stream, output) = success_response(resolver, op)?;
+    let (stream, output, accept) = success_response(resolver, op)?;
     let op_type = if stream {
         OperationType::Subscription
     } else if method == "get" {
@@ -447,15 +517,19 @@ fn operation(
             path: path.to_owned(),
             params: params.into_iter().map(|(p, _, _)| p).collect(),
             body,
+            body_type,
+            accept,
         },
     })
 }
 
 /// Whether the first 2xx response streams (`text/event-stream`), and the
-/// schema of its JSON content.
-fn success_response(resolver: &Resolver<'_>, op: &Value) -> Result<(bool, Option<Value>), String> {
+/// schema of its JSON content, and the `Accept` header that asks for it.
+type Success = (bool, Option<Value>, Option<String>);
+
+fn success_response(resolver: &Resolver<'_>, op: &Value) -> Result<Success, String> {
     let Some(Value::Object(responses)) = op.get("responses") else {
-        return Ok((false, None));
+        return Ok((false, None, None));
     };
     // "200" < "201" < ... < "2XX" in byte order, so the first match is the
     // lowest explicit code, and the range only when no code is given.
@@ -464,7 +538,7 @@ fn success_response(resolver: &Resolver<'_>, op: &Value) -> Result<(bool, Option
         .filter(|(code, _)| code.starts_with('2'))
         .min_by(|a, b| a.0.cmp(b.0))
     else {
-        return Ok((false, None));
+        return Ok((false, None, None));
     };
     let response = resolver.resolve(response, &mut Vec::new())?;
     let content = response.get("content").and_then(Value::as_object);
@@ -477,7 +551,7 @@ fn success_response(resolver: &Resolver<'_>, op: &Value) -> Result<(bool, Option
         }
         _ => None,
     };
-    Ok((stream, output))
+    Ok((stream, output, accept_of(content)))
 }
 
 fn with_description(mut schema: Value, description: Option<&Value>) -> Value {
@@ -757,16 +831,22 @@ components:
                     name: "petId".into(),
                     location: ParamIn::Path,
                     property: None,
+                    style: None,
+                    explode: None,
                 },
                 Param {
                     name: "verbose".into(),
                     location: ParamIn::Query,
                     property: None,
+                    style: None,
+                    explode: None,
                 },
                 Param {
                     name: "X-Trace".into(),
                     location: ParamIn::Header,
                     property: None,
+                    style: None,
+                    explode: None,
                 },
             ]
         );
