@@ -644,9 +644,11 @@ pub struct AddImport {
     /// OpenAPI: definitions only, no requests (instead of `baseUrl`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_base_url: bool,
-    /// OpenAPI: `bearer:ENV`, `header:NAME:ENV` or `basic:ENV`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<String>,
+    /// OpenAPI: credentials as `--auth` takes them: `SCHEME=ENV` per
+    /// security scheme of the document, or one `bearer:ENV`,
+    /// `header:NAME:ENV` or `basic:ENV` for every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth: Vec<String>,
     /// OpenAPI: fail when an operation cannot be mapped.
     #[serde(default)]
     pub strict: bool,
@@ -731,9 +733,9 @@ async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminEr
             }
             let auth = add
                 .auth
-                .as_deref()
-                .map(str::parse::<crate::imports::Auth>)
-                .transpose()
+                .iter()
+                .map(|spec| spec.parse::<crate::imports::AuthSpec>())
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(invalid)?;
             let (source, text) = match (add.source, add.document) {
                 (Some(source), None) if is_http_url(&source) => {
@@ -773,7 +775,7 @@ async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminEr
             if add.source.is_some()
                 || add.document.is_some()
                 || add.base_url.is_some()
-                || add.auth.is_some()
+                || !add.auth.is_empty()
             {
                 return Err(invalid("an MCP import takes name and url only"));
             }

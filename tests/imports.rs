@@ -918,3 +918,83 @@ async fn arrays_forms_and_multipart_bodies_reach_fastapi_as_it_expects() {
         json!({"title": "groceries", "tags": ["home", "food"], "attached": false})
     );
 }
+
+#[tokio::test]
+async fn each_security_scheme_gets_its_own_credential() {
+    let api = fastapi_app("secure:app").await;
+    let mut hub = hub().await;
+    // Variable names of this test only: tests run in parallel in one process.
+    for (var, value) in [
+        ("ALKHUB_TEST_SEC_HEADER", "h-key"),
+        ("ALKHUB_TEST_SEC_QUERY", "q key"),
+        ("ALKHUB_TEST_SEC_COOKIE", "c-key"),
+        ("ALKHUB_TEST_SEC_BEARER", "b-token"),
+        ("ALKHUB_TEST_SEC_OAUTH", "app:s3cret"),
+    ] {
+        std::env::set_var(var, value);
+    }
+    let source = format!("{}/openapi.json", api.url);
+    let auth = |specs: &[&str]| -> Vec<alkhub::imports::AuthSpec> {
+        specs.iter().map(|s| s.parse().unwrap()).collect()
+    };
+    let err = alkhub::imports::import_openapi_checked(
+        &hub.db.store,
+        &source,
+        "sec",
+        Some(&api.url),
+        auth(&["nope=ALKHUB_TEST_SEC_HEADER"]),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no security scheme \"nope\" (it has: basic, bearer, cookieKey, headerKey, oauth, queryKey)"),
+        "{err:#}"
+    );
+    alkhub::imports::import_openapi_checked(
+        &hub.db.store,
+        &source,
+        "sec",
+        Some(&api.url),
+        auth(&[
+            "headerKey=ALKHUB_TEST_SEC_HEADER",
+            "queryKey=ALKHUB_TEST_SEC_QUERY",
+            "cookieKey=ALKHUB_TEST_SEC_COOKIE",
+            "bearer=ALKHUB_TEST_SEC_BEARER",
+            "oauth=ALKHUB_TEST_SEC_OAUTH",
+        ]),
+        false,
+    )
+    .await
+    .unwrap();
+    let stored = hub.db.store.get_import("sec").await.unwrap().unwrap();
+    assert!(
+        !stored.config.to_string().contains("s3cret"),
+        "no secret is stored"
+    );
+    hub.restart().await;
+    let client = hub.client("app", &[]).await;
+    let call = |op: &'static str| {
+        let client = client.clone();
+        async move { client.call(op, json!({})).await }
+    };
+    assert_eq!(call("sec.byHeader").await.unwrap()["data"]["key"], "h-key");
+    assert_eq!(call("sec.byQuery").await.unwrap()["data"]["key"], "q key");
+    assert_eq!(call("sec.byCookie").await.unwrap()["data"]["key"], "c-key");
+    assert_eq!(
+        call("sec.byBearer").await.unwrap()["data"]["token"],
+        "b-token"
+    );
+    // One token from the token endpoint, cached for the second call.
+    let first = call("sec.byOauth").await.unwrap();
+    let second = call("sec.byOauth").await.unwrap();
+    assert_eq!(first["data"]["token"], second["data"]["token"]);
+    assert_eq!(second["data"]["issued"], 1);
+    // No credential was given for `basic`: the call says what it needs.
+    let err = call("sec.byBasic").await.unwrap_err();
+    assert!(
+        err.message.contains("needs credentials for basic"),
+        "{}",
+        err.message
+    );
+}

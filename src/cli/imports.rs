@@ -42,9 +42,12 @@ pub enum ImportCommand {
         /// register the operations.
         #[arg(long)]
         no_base_url: bool,
-        /// bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR (the variable holds the secret).
+        /// SCHEME=ENV_VAR for a security scheme of the document (repeat for
+        /// several), or bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR
+        /// for every request. The variable holds the secret; the hub reads
+        /// it when it calls.
         #[arg(long)]
-        auth: Option<alkhub::imports::Auth>,
+        auth: Vec<alkhub::imports::AuthSpec>,
         /// Fail, saving nothing, when an operation cannot be mapped (by
         /// default it is skipped with a warning and the rest import).
         #[arg(long)]
@@ -225,7 +228,7 @@ async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> any
                 document,
                 base_url,
                 no_base_url,
-                auth: auth.map(|a| a.to_string()),
+                auth: auth.iter().map(ToString::to_string).collect(),
                 strict,
                 url: None,
             };

@@ -2,13 +2,13 @@
 //! with a base URL itself, executing each call as an HTTP request (through
 //! the in-process provider seam of [`super::provider`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::openapi::{HttpBinding, ParamIn};
+use super::openapi::{HttpBinding, ParamIn, Scheme};
 use super::provider::{self, Answer, Call, Responder};
 use super::serialize;
 use super::{Auth, OpenapiConfig};
@@ -34,6 +34,9 @@ pub async fn start(hub: Hub, import: Import) -> anyhow::Result<Option<provider::
             .build()?,
         base_url: base_url.clone(),
         auth: config.auth,
+        credentials: config.credentials,
+        schemes: config.schemes,
+        tokens: tokio::sync::Mutex::default(),
         bindings: config.bindings,
     });
     let handler: provider::Handler = Arc::new(move |call, responder| {
@@ -76,7 +79,22 @@ struct Runner {
     client: reqwest::Client,
     base_url: String,
     auth: Option<Auth>,
+    /// Scheme name → the variable holding its credential.
+    credentials: BTreeMap<String, String>,
+    schemes: BTreeMap<String, Scheme>,
+    /// OAuth2 tokens by scheme and scopes, until they expire.
+    tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
     bindings: BTreeMap<String, HttpBinding>,
+}
+
+/// A token is renewed this long before its `expires_in` says it ends.
+const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+
+/// Reads the variable `env` holds a credential in.
+fn read_env(env: &str) -> Result<String, String> {
+    std::env::var(env).map_err(|_| {
+        format!("the import authenticates with ${env}, which is not set in the hub's environment")
+    })
 }
 
 impl Runner {
@@ -92,7 +110,7 @@ impl Runner {
             ));
             return;
         };
-        let request = match self.build(binding, &call) {
+        let request = match self.build(binding, &call).await {
             Ok(r) => r,
             Err(message) => {
                 out.send(Answer::Error("EXECUTION_ERROR", message, None));
@@ -212,7 +230,11 @@ impl Runner {
         out.send(Answer::Completed);
     }
 
-    fn build(&self, binding: &HttpBinding, call: &Call) -> Result<reqwest::RequestBuilder, String> {
+    async fn build(
+        &self,
+        binding: &HttpBinding,
+        call: &Call,
+    ) -> Result<reqwest::RequestBuilder, String> {
         let input = call.input.as_object().cloned().unwrap_or_default();
         let mut path = binding.path.clone();
         let mut query: Vec<(String, String)> = Vec::new();
@@ -267,6 +289,7 @@ impl Runner {
         if let Some(auth) = &self.auth {
             request = apply_auth(request, auth)?;
         }
+        request = self.authenticate(binding, request).await?;
         if let Some(deadline) = call.deadline {
             let left = deadline.saturating_sub(now_ms()).max(1);
             request = request.timeout(Duration::from_millis(left));
@@ -275,17 +298,149 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Applies the credentials of the first alternative of the operation's
+    /// security requirements that the import has every credential for. An
+    /// empty alternative (`{}`) means authentication is optional; with no
+    /// alternative it can meet and no import-wide `--auth`, the call fails
+    /// naming what it needs.
+    async fn authenticate(
+        &self,
+        binding: &HttpBinding,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let Some(alternatives) = binding.security.as_ref().filter(|a| !a.is_empty()) else {
+            return Ok(request);
+        };
+        let usable = alternatives
+            .iter()
+            .find(|alternative| alternative.keys().all(|s| self.credentials.contains_key(s)));
+        let Some(alternative) = usable else {
+            if self.auth.is_some() {
+                return Ok(request);
+            }
+            let needs: Vec<String> = alternatives
+                .iter()
+                .map(|a| a.keys().cloned().collect::<Vec<_>>().join(" and "))
+                .collect();
+            return Err(format!(
+                "{} {} needs credentials for {}: import it with --auth SCHEME=ENV_VAR",
+                binding.method,
+                binding.path,
+                needs.join(", or ")
+            ));
+        };
+        let mut cookies = Vec::new();
+        for (name, scopes) in alternative {
+            let secret = read_env(&self.credentials[name])?;
+            request = match self.schemes.get(name) {
+                Some(Scheme::ApiKey {
+                    location,
+                    name: key,
+                }) => match location.as_str() {
+                    "query" => request.query(&[(key, &secret)]),
+                    "cookie" => {
+                        cookies.push(format!("{key}={secret}"));
+                        request
+                    }
+                    _ => request.header(key.as_str(), secret),
+                },
+                Some(Scheme::Bearer) => request.bearer_auth(secret),
+                Some(Scheme::Basic) => {
+                    let (user, password) = secret.split_once(':').unwrap_or((&secret, ""));
+                    request.basic_auth(user, Some(password))
+                }
+                Some(Scheme::ClientCredentials { token_url }) => {
+                    let token = self.token(name, token_url, scopes, &secret).await?;
+                    request.bearer_auth(token)
+                }
+                Some(Scheme::Unsupported { why }) => return Err(format!("scheme {name}: {why}")),
+                None => return Err(format!("the document defines no security scheme {name}")),
+            };
+        }
+        if !cookies.is_empty() {
+            request = request.header(reqwest::header::COOKIE, cookies.join("; "));
+        }
+        Ok(request)
+    }
+
+    /// An OAuth2 client-credentials token for `scheme` and `scopes`: the
+    /// cached one while it is valid, else a new one from `token_url` (the
+    /// client authenticating with HTTP Basic, RFC 6749 section 2.3.1).
+    async fn token(
+        &self,
+        scheme: &str,
+        token_url: &str,
+        scopes: &[String],
+        client: &str,
+    ) -> Result<String, String> {
+        let key = format!("{scheme} {}", scopes.join(" "));
+        let mut tokens = self.tokens.lock().await;
+        if let Some((token, until)) = tokens.get(&key) {
+            if Instant::now() < *until {
+                return Ok(token.clone());
+            }
+        }
+        let url = if token_url.starts_with("http://") || token_url.starts_with("https://") {
+            token_url.to_owned()
+        } else {
+            let scheme_end = self.base_url.find("://").map_or(0, |i| i + 3);
+            let origin_end = self.base_url[scheme_end..]
+                .find('/')
+                .map_or(self.base_url.len(), |i| scheme_end + i);
+            format!(
+                "{}/{}",
+                &self.base_url[..origin_end],
+                token_url.trim_start_matches('/')
+            )
+        };
+        let (id, secret) = client.split_once(':').unwrap_or((client, ""));
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if !scopes.is_empty() {
+            form.push(("scope", scopes.join(" ")));
+        }
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(' ', "+")))
+            .collect::<Vec<_>>()
+            .join("&");
+        let response = self
+            .client
+            .post(&url)
+            .basic_auth(id, Some(secret))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("cannot get a token from {url}: {e}"))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let Some(token) = answer["access_token"]
+            .as_str()
+            .filter(|_| status.is_success())
+        else {
+            return Err(format!(
+                "{url} gave no token (HTTP {status}): {}",
+                answer["error"]
+                    .as_str()
+                    .unwrap_or("no access_token in the answer")
+            ));
+        };
+        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600));
+        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+        tokens.insert(key, (token.to_owned(), until));
+        Ok(token.to_owned())
+    }
+}
+
 fn apply_auth(
     request: reqwest::RequestBuilder,
     auth: &Auth,
 ) -> Result<reqwest::RequestBuilder, String> {
-    let read = |env: &str| {
-        std::env::var(env).map_err(|_| {
-            format!(
-                "the import authenticates with ${env}, which is not set in the hub's environment"
-            )
-        })
-    };
+    let read = read_env;
     Ok(match auth {
         Auth::Bearer { env } => request.bearer_auth(read(env)?),
         Auth::Header { name, env } => request.header(name.as_str(), read(env)?),

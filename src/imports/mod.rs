@@ -95,6 +95,56 @@ impl std::fmt::Display for Auth {
     }
 }
 
+/// One `--auth`: a credential for every request of the import, or for one
+/// security scheme of the document (`SCHEME=ENV_VAR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthSpec {
+    /// `bearer:ENV`, `header:NAME:ENV` or `basic:ENV`: every request.
+    Import(Auth),
+    /// `SCHEME=ENV`: the requests of operations that need scheme `SCHEME`
+    /// (a key of the document's `components.securitySchemes`).
+    Scheme {
+        /// The scheme's name in the document.
+        scheme: String,
+        /// The variable holding its credential.
+        env: String,
+    },
+}
+
+impl std::str::FromStr for AuthSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.split_once('=') {
+            Some((scheme, env)) if !scheme.is_empty() && !scheme.contains(':') => {
+                // The same variable-name rule as the import-wide forms.
+                let Auth::Bearer { env } = format!("bearer:{env}")
+                    .parse::<Auth>()
+                    .map_err(|e| e.replace("bearer:", &format!("{scheme}=")))?
+                else {
+                    unreachable!("bearer: parses as Bearer")
+                };
+                Ok(AuthSpec::Scheme {
+                    scheme: scheme.to_owned(),
+                    env,
+                })
+            }
+            _ => text.parse::<Auth>().map(AuthSpec::Import).map_err(|e| {
+                format!("{e}, or SCHEME=ENV_VAR for a security scheme of the document")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for AuthSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthSpec::Import(auth) => auth.fmt(f),
+            AuthSpec::Scheme { scheme, env } => write!(f, "{scheme}={env}"),
+        }
+    }
+}
+
 /// What an OpenAPI import stores besides its definitions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenapiConfig {
@@ -102,8 +152,15 @@ pub struct OpenapiConfig {
     pub source: String,
     /// Where requests go; `None` for a definition-only import.
     pub base_url: Option<String>,
-    /// How requests authenticate.
+    /// How every request authenticates.
     pub auth: Option<Auth>,
+    /// Per security scheme of the document, the variable holding its
+    /// credential.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
+    /// The document's security schemes.
+    #[serde(default)]
+    pub schemes: BTreeMap<String, openapi::Scheme>,
     /// One binding per operation name.
     pub bindings: BTreeMap<String, openapi::HttpBinding>,
 }
@@ -157,16 +214,16 @@ pub async fn refresh(store: &Store, import: crate::store::Import) -> anyhow::Res
                 .base_url
                 .as_deref()
                 .map_or(BaseUrl::None, BaseUrl::Given);
-            let imported = import_openapi_text(
-                store,
-                &config.source,
-                &text,
-                &name,
-                base_url,
-                config.auth,
-                false,
-            )
-            .await?;
+            let mut auth: Vec<AuthSpec> = config.auth.into_iter().map(AuthSpec::Import).collect();
+            auth.extend(
+                config
+                    .credentials
+                    .into_iter()
+                    .map(|(scheme, env)| AuthSpec::Scheme { scheme, env }),
+            );
+            let imported =
+                import_openapi_text(store, &config.source, &text, &name, base_url, auth, false)
+                    .await?;
             Ok(Refreshed::Openapi(imported))
         }
         ImportKind::Mcp => {
@@ -209,6 +266,7 @@ pub async fn import_openapi(
     base_url: Option<&str>,
     auth: Option<Auth>,
 ) -> anyhow::Result<Imported> {
+    let auth: Vec<AuthSpec> = auth.into_iter().map(AuthSpec::Import).collect();
     import_openapi_checked(store, source, namespace, base_url, auth, false).await
 }
 
@@ -219,7 +277,7 @@ pub async fn import_openapi_checked(
     source: &str,
     namespace: &str,
     base_url: Option<&str>,
-    auth: Option<Auth>,
+    auth: Vec<AuthSpec>,
     strict: bool,
 ) -> anyhow::Result<Imported> {
     let text = read_source(source).await?;
@@ -248,7 +306,7 @@ pub async fn import_openapi_text(
     text: &str,
     namespace: &str,
     base_url: BaseUrl<'_>,
-    auth: Option<Auth>,
+    auth: Vec<AuthSpec>,
     strict: bool,
 ) -> anyhow::Result<Imported> {
     let doc = openapi::parse(text)
@@ -283,10 +341,40 @@ pub async fn import_openapi_text(
             None => (None, "the document names no server"),
         },
     };
+    let mut import_auth = None;
+    let mut credentials = BTreeMap::new();
+    for spec in auth {
+        match spec {
+            AuthSpec::Import(auth) if import_auth.is_none() => import_auth = Some(auth),
+            AuthSpec::Import(_) => bail!(
+                "only one --auth of the form bearer:, header: or basic: applies to every request; \
+                 give the others per security scheme (SCHEME=ENV_VAR)"
+            ),
+            AuthSpec::Scheme { scheme, env } => {
+                match mapped.schemes.get(&scheme) {
+                    None => {
+                        let known: Vec<&str> = mapped.schemes.keys().map(String::as_str).collect();
+                        bail!(
+                            "--auth {scheme}={env}: the document has no security scheme {scheme:?} \
+                             (it has: {})",
+                            if known.is_empty() { "none".into() } else { known.join(", ") }
+                        );
+                    }
+                    Some(openapi::Scheme::Unsupported { why }) => {
+                        bail!("--auth {scheme}={env}: {why}")
+                    }
+                    Some(_) => {}
+                }
+                credentials.insert(scheme, env);
+            }
+        }
+    }
     let config = OpenapiConfig {
         source: source.to_owned(),
         base_url: base_url.clone(),
-        auth,
+        auth: import_auth,
+        credentials,
+        schemes: mapped.schemes.clone(),
         bindings: mapped
             .operations
             .iter()
@@ -366,6 +454,21 @@ mod tests {
         for spec in ["bearer:T", "basic:C", "header:X-Key:K"] {
             assert_eq!(spec.parse::<Auth>().unwrap().to_string(), spec);
         }
+        assert_eq!(
+            "api_key=KEY".parse::<AuthSpec>(),
+            Ok(AuthSpec::Scheme {
+                scheme: "api_key".into(),
+                env: "KEY".into()
+            })
+        );
+        assert_eq!(
+            "oauth=C".parse::<AuthSpec>().unwrap().to_string(),
+            "oauth=C"
+        );
+        let err = "oauth=not-a-var".parse::<AuthSpec>().unwrap_err();
+        assert!(err.contains("oauth=not-a-var"), "{err}");
+        let err = "nonsense".parse::<AuthSpec>().unwrap_err();
+        assert!(err.contains("SCHEME=ENV_VAR"), "{err}");
         let err = "bearer:abc-def".parse::<Auth>().unwrap_err();
         assert!(err.contains("invalid environment variable name"), "{err}");
         let err = "token:X".parse::<Auth>().unwrap_err();

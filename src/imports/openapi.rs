@@ -5,7 +5,7 @@
 //! choice made where OpenAPI allows more than one reading, is documented in
 //! `docs/imports.md`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -142,6 +142,120 @@ pub struct HttpBinding {
     /// The `Accept` header, from the success response's media types.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept: Option<String>,
+    /// The operation's security requirements (its own `security`, else
+    /// the document's): alternatives, each naming the schemes it needs
+    /// together with their OAuth2 scopes. `None`: the document says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Vec<BTreeMap<String, Vec<String>>>>,
+}
+
+/// A security scheme of the document (`components.securitySchemes`), as
+/// the HTTP provider applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Scheme {
+    /// `apiKey`: the credential is the key, sent in a header, the query or
+    /// a cookie named `name`.
+    ApiKey {
+        /// `header`, `query` or `cookie`.
+        #[serde(rename = "in")]
+        location: String,
+        /// The header, query parameter or cookie name.
+        name: String,
+    },
+    /// `http` `bearer`: the credential is the token.
+    Bearer,
+    /// `http` `basic`: the credential is `user:password`.
+    Basic,
+    /// `oauth2` with a `clientCredentials` flow: the credential is
+    /// `client_id:client_secret`, exchanged at `token_url` for a token the
+    /// hub caches until it expires.
+    ClientCredentials {
+        /// Where tokens come from (absolute, or relative to the base URL).
+        token_url: String,
+    },
+    /// A scheme the hub cannot apply (OpenID Connect, OAuth2 flows that need
+    /// a user, mutual TLS, other `http` schemes): why.
+    Unsupported {
+        /// What it is.
+        why: String,
+    },
+}
+
+/// The document's security schemes, by name.
+fn security_schemes(resolver: &Resolver<'_>, doc: &Value) -> BTreeMap<String, Scheme> {
+    let Some(Value::Object(schemes)) = doc.pointer("/components/securitySchemes") else {
+        return BTreeMap::new();
+    };
+    schemes
+        .iter()
+        .map(|(name, raw)| {
+            let scheme = match resolver.resolve(raw, &mut Vec::new()) {
+                Ok(scheme) => scheme_of(scheme),
+                Err(e) => Scheme::Unsupported { why: e },
+            };
+            (name.clone(), scheme)
+        })
+        .collect()
+}
+
+fn scheme_of(scheme: &Value) -> Scheme {
+    let text = |key: &str| scheme.get(key).and_then(Value::as_str).unwrap_or_default();
+    match text("type") {
+        "apiKey"
+            if matches!(text("in"), "header" | "query" | "cookie") && !text("name").is_empty() =>
+        {
+            Scheme::ApiKey {
+                location: text("in").to_owned(),
+                name: text("name").to_owned(),
+            }
+        }
+        "http" if text("scheme").eq_ignore_ascii_case("bearer") => Scheme::Bearer,
+        "http" if text("scheme").eq_ignore_ascii_case("basic") => Scheme::Basic,
+        "oauth2" => match scheme
+            .pointer("/flows/clientCredentials/tokenUrl")
+            .and_then(Value::as_str)
+        {
+            Some(url) => Scheme::ClientCredentials {
+                token_url: url.to_owned(),
+            },
+            None => Scheme::Unsupported {
+                why: "an OAuth2 scheme without a clientCredentials flow needs a user to sign in"
+                    .into(),
+            },
+        },
+        other => Scheme::Unsupported {
+            why: format!("a {other:?} scheme ({}) is not supported", text("scheme")),
+        },
+    }
+}
+
+/// Security requirements as stored: scheme name → scopes, per alternative.
+fn requirements(value: &Value) -> Option<Vec<BTreeMap<String, Vec<String>>>> {
+    let alternatives = value.as_array()?;
+    Some(
+        alternatives
+            .iter()
+            .filter_map(Value::as_object)
+            .map(|alternative| {
+                alternative
+                    .iter()
+                    .map(|(scheme, scopes)| {
+                        let scopes = scopes
+                            .as_array()
+                            .map(|s| {
+                                s.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_owned)
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (scheme.clone(), scopes)
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
 }
 
 /// The request body media types the hub can send, in order of preference.
@@ -207,6 +321,8 @@ pub struct Document {
     pub server_url: Option<String>,
     /// `info.title`.
     pub title: Option<String>,
+    /// `components.securitySchemes`, by name.
+    pub schemes: BTreeMap<String, Scheme>,
 }
 
 /// Rewrites an OpenAPI 3.0 Schema Object (with everything it holds) as the
@@ -354,6 +470,11 @@ pub fn import(doc: &Value, namespace: &str) -> Result<Document, String> {
                 }
             };
             let mut imported = imported;
+            // An operation's own `security` (even `[]`) replaces the document's.
+            imported.binding.security = op
+                .get("security")
+                .or(doc.get("security"))
+                .and_then(requirements);
             if version.starts_with("3.0") {
                 let definition = &mut imported.definition;
                 for schema in [&mut definition.input_schema, &mut definition.output_schema]
@@ -377,6 +498,7 @@ pub fn import(doc: &Value, namespace: &str) -> Result<Document, String> {
         }
     }
     Ok(Document {
+        schemes: security_schemes(&resolver, doc),
         operations,
         skipped,
         server_url: doc
@@ -519,6 +641,7 @@ fn operation(
             body,
             body_type,
             accept,
+            security: None,
         },
     })
 }
