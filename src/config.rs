@@ -45,11 +45,18 @@ pub struct ImportsConfig {
     /// How often a running hub reads the imports table to serve imports
     /// that the CLI (or another hub) added, changed or removed; 0 never.
     pub poll_ms: u64,
+    /// How often the hub asks an MCP server it imports over HTTP whether it
+    /// still answers (and how long it waits): a server that restarted or
+    /// forgot the session is then connected to again.
+    pub mcp_health_ms: u64,
 }
 
 impl Default for ImportsConfig {
     fn default() -> Self {
-        Self { poll_ms: 2_000 }
+        Self {
+            poll_ms: 2_000,
+            mcp_health_ms: 5_000,
+        }
     }
 }
 
@@ -641,6 +648,10 @@ scope = "admin"
 # the imports that `alkhub import` (without --hub) or another hub added,
 # changed or removed. 0: only at start and through the admin API.
 poll_ms = 2000
+# How often (ms) the hub checks that an MCP server it serves still answers
+# (it lists the tools, waiting as long); one that does not is reconnected to,
+# its operations answering NO_PROVIDER meanwhile.
+mcp_health_ms = 5000
 
 [remap]
 # Namespaces whose operations belong to one spoke each: the spoke id is

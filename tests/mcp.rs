@@ -164,16 +164,10 @@ async fn an_mcp_server_over_stdio_is_imported_served_and_followed_across_restart
     assert!(out.to_string().contains("again"), "{out}");
 }
 
-#[tokio::test]
-async fn an_mcp_server_over_streamable_http_is_imported_and_served() {
-    let script = server_script();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new("node")
-        .arg(&script)
+/// The reference server over streamable HTTP on `port`, listening.
+async fn http_server(port: u16) -> std::process::Child {
+    let server = std::process::Command::new("node")
+        .arg(server_script())
         .arg("streamableHttp")
         .env("PORT", port.to_string())
         .stdout(std::process::Stdio::null())
@@ -186,7 +180,18 @@ async fn an_mcp_server_over_streamable_http_is_imported_and_served() {
             .is_ok()
     })
     .await;
-    let mut hub = hub().await;
+    server
+}
+
+#[tokio::test]
+async fn an_mcp_server_over_streamable_http_is_imported_and_served() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = http_server(port).await;
+    let mut hub = common::hub_with(|c| c.imports.mcp_health_ms = 300).await;
     let config = McpConfig {
         command: None,
         args: Vec::new(),
@@ -203,6 +208,32 @@ async fn an_mcp_server_over_streamable_http_is_imported_and_served() {
     })
     .await;
     calls_work(&hub).await;
+
+    // Killed mid-session: its operations go NO_PROVIDER; restarted (it
+    // knows no session of the hub's any more): they work again, without a
+    // restart of the hub.
+    let _ = server.kill();
+    let _ = server.wait();
+    let client = hub.client("agent-2", &[]).await;
+    within(20, "the dead server's tools answer NO_PROVIDER", || async {
+        client
+            .call("everything.echo", json!({ "message": "anyone?" }))
+            .await
+            .is_err_and(|e| e.code.as_str() == "NO_PROVIDER")
+    })
+    .await;
+    let mut server = http_server(port).await;
+    within(
+        40,
+        "the restarted server's tools are served again",
+        || async {
+            client
+                .call("everything.echo", json!({ "message": "back" }))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
     let _ = server.kill();
     let _ = server.wait();
 }

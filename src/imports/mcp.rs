@@ -192,6 +192,7 @@ pub fn start(hub: Hub, import: Import, stop: CancellationToken) -> JoinHandle<()
 
 /// One connection's life; returns when it drops.
 async fn run_once(hub: &Hub, import: &Import, stop: &CancellationToken) -> anyhow::Result<()> {
+    let health = Duration::from_millis(hub.config().imports.mcp_health_ms.max(100));
     let mut config: McpConfig = serde_json::from_value(import.config.clone())?;
     let listener = Listener::default();
     let changed = listener.tools_changed.clone();
@@ -231,6 +232,21 @@ async fn run_once(hub: &Hub, import: &Import, stop: &CancellationToken) -> anyho
                     return Ok(());
                 }
                 _ = changed.notified() => {}
+                // A server over HTTP that restarted (or forgot the session)
+                // does not close anything: ask it something now and then.
+                _ = tokio::time::sleep(health) => {
+                    let answer = tokio::time::timeout(health, peer.list_all_tools()).await;
+                    if matches!(answer, Ok(Ok(_))) {
+                        continue;
+                    }
+                    serving.stop().await;
+                    let _ = session.cancel().await;
+                    let why = match answer {
+                        Ok(Err(e)) => describe(&e),
+                        _ => format!("no answer within {} ms", health.as_millis()),
+                    };
+                    bail!("the MCP server stopped answering ({why}); its operations are inactive until it is back");
+                }
             }
             let listed = match peer.list_all_tools().await {
                 Ok(tools) => save(hub.store(), &import.name, &config, &tools).await,
@@ -270,6 +286,26 @@ async fn run_once(hub: &Hub, import: &Import, stop: &CancellationToken) -> anyho
             hub.imports().saw(stored);
         }
         operations = stored.map(|i| i.operations).unwrap_or_default();
+    }
+}
+
+/// An rmcp error as a sentence about the server, without Rust type names.
+fn describe(error: &rmcp::ServiceError) -> String {
+    match error {
+        rmcp::ServiceError::McpError(e) => {
+            format!("the server answered error {}: {}", e.code.0, e.message)
+        }
+        rmcp::ServiceError::TransportClosed => "the connection to the server closed".into(),
+        rmcp::ServiceError::Timeout { timeout } => {
+            format!("no answer within {} ms", timeout.as_millis())
+        }
+        rmcp::ServiceError::Cancelled { .. } => "the request was cancelled".into(),
+        other => {
+            // Transport errors say what failed after their kind.
+            let text = other.to_string();
+            text.split_once(": ")
+                .map_or(text.clone(), |(_, why)| why.to_owned())
+        }
     }
 }
 
@@ -346,7 +382,7 @@ async fn call_tool(
         }
         Err(e) => out.send(Answer::Error(
             "EXECUTION_ERROR",
-            format!("tool {tool}: {e}"),
+            format!("tool {tool}: {}", describe(&e)),
             None,
         )),
     }
