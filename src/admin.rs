@@ -652,6 +652,10 @@ pub struct AddImport {
     /// OpenAPI: fail when an operation cannot be mapped.
     #[serde(default)]
     pub strict: bool,
+    /// CA certificates (PEM text) trusted besides the system's roots, for
+    /// the import's HTTPS requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// MCP: the server's streamable HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -739,7 +743,7 @@ async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminEr
                 .map_err(invalid)?;
             let (source, text) = match (add.source, add.document) {
                 (Some(source), None) if is_http_url(&source) => {
-                    let text = crate::imports::read_source(&source)
+                    let text = crate::imports::read_source_trusting(&source, add.ca_cert.as_deref())
                         .await
                         .map_err(import_failed)?;
                     (source, text)
@@ -758,14 +762,19 @@ async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminEr
                 &source,
                 &text,
                 &add.name,
-                match (add.base_url.as_deref(), add.no_base_url) {
-                    (None, true) => crate::imports::BaseUrl::None,
-                    (Some(_), true) => return Err(invalid("give baseUrl or noBaseUrl, not both")),
-                    (Some(url), false) => crate::imports::BaseUrl::Given(url),
-                    (None, false) => crate::imports::BaseUrl::FromDocument,
+                crate::imports::Options {
+                    base_url: match (add.base_url.as_deref(), add.no_base_url) {
+                        (None, true) => crate::imports::BaseUrl::None,
+                        (Some(_), true) => {
+                            return Err(invalid("give baseUrl or noBaseUrl, not both"))
+                        }
+                        (Some(url), false) => crate::imports::BaseUrl::Given(url),
+                        (None, false) => crate::imports::BaseUrl::FromDocument,
+                    },
+                    auth,
+                    strict: add.strict,
+                    ca_cert: add.ca_cert.clone(),
                 },
-                auth,
-                add.strict,
             )
             .await
             .map_err(import_failed)?;
@@ -789,6 +798,7 @@ async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminEr
                 command: None,
                 args: Vec::new(),
                 url: Some(url),
+                ca_cert: add.ca_cert,
                 tools: Default::default(),
             };
             let changes = crate::imports::mcp::import_mcp(store, &add.name, config)

@@ -144,6 +144,7 @@ impl GlobalArgs {
 fn main() -> std::process::ExitCode {
     // Before the runtime's threads allocate anything.
     cli::serve::tune_allocator();
+    alkhub::imports::tls::install_provider();
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -286,6 +286,7 @@ impl RunningHub {
 
 /// Opens the store, prepares it for a fresh start and begins listening.
 pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
+    crate::imports::tls::install_provider();
     let started = Instant::now();
     // The plugins compile (or load from their cache) while the database opens.
     let plugins = {

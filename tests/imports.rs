@@ -362,6 +362,11 @@ async fn petstore() -> Petstore {
 
 /// The FastAPI app `module:app` of `tests/fixtures/petstore`.
 async fn fastapi_app(app: &str) -> Petstore {
+    fastapi_app_with(app, &[], "http").await
+}
+
+/// [`fastapi_app`] with more uvicorn arguments, reached at `scheme://`.
+async fn fastapi_app_with(app: &str, uvicorn_args: &[&str], scheme: &str) -> Petstore {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let python = fixtures.join(".venv/bin/python");
     assert!(
@@ -379,12 +384,13 @@ async fn fastapi_app(app: &str) -> Petstore {
         .args(["-m", "uvicorn", app, "--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .arg("--log-level=warning")
+        .args(uvicorn_args)
         .current_dir(fixtures.join("petstore"))
         .spawn()
         .unwrap();
     let store = Petstore {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!("{scheme}://127.0.0.1:{port}"),
     };
     common::eventually("the FastAPI app answers", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -997,4 +1003,147 @@ async fn each_security_scheme_gets_its_own_credential() {
         "{}",
         err.message
     );
+}
+
+/// A CA of the test's own and a certificate it signed for 127.0.0.1, made
+/// with the openssl command: `(dir, ca.pem, server.pem, server.key)`.
+fn test_ca() -> (tempfile::TempDir, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(
+        path("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let steps: [Vec<String>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=alkhub test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-keyout".into(),
+            path("ca.key"),
+            "-out".into(),
+            path("ca.pem"),
+        ])
+        .collect(),
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-keyout".into(),
+            path("server.key"),
+            "-out".into(),
+            path("server.csr"),
+        ])
+        .collect(),
+        ["x509", "-req", "-days", "2", "-CAcreateserial"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                "-in".into(),
+                path("server.csr"),
+                "-CA".into(),
+                path("ca.pem"),
+                "-CAkey".into(),
+                path("ca.key"),
+                "-out".into(),
+                path("server.pem"),
+                "-extfile".into(),
+                path("ext.cnf"),
+            ])
+            .collect(),
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (ca, cert, key) = (path("ca.pem"), path("server.pem"), path("server.key"));
+    (dir, ca, cert, key)
+}
+
+#[tokio::test]
+async fn an_https_api_with_its_own_ca_is_imported_and_called_through_ca_cert() {
+    let (_dir, ca, cert, key) = test_ca();
+    let api = fastapi_app_with(
+        "forms:app",
+        &["--ssl-certfile", &cert, "--ssl-keyfile", &key],
+        "https",
+    )
+    .await;
+    let source = format!("{}/openapi.json", api.url);
+
+    // Without the CA the server is not trusted, and the error says why.
+    let err = alkhub::imports::read_source(&source).await.unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("certificate"), "{message}");
+
+    let mut hub = hub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (dir, db, source, api_url, ca) = (
+            dir.path().to_owned(),
+            hub.db.url.clone(),
+            source.clone(),
+            api.url.clone(),
+            ca.clone(),
+        );
+        move || {
+            alkhub(
+                &dir,
+                &[
+                    "import",
+                    "openapi",
+                    &source,
+                    "--namespace",
+                    "tls",
+                    "--base-url",
+                    &api_url,
+                    "--ca-cert",
+                    &ca,
+                    "--database-url",
+                    &db,
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.contains("added tls.search"), "{out}{err}");
+    hub.restart().await;
+    let client = hub.client("app", &[]).await;
+    let out = client
+        .call("tls.search", json!({"kind": "secure", "tags": ["a"]}))
+        .await
+        .unwrap();
+    assert_eq!(out["data"]["kind"], "secure");
+    assert_eq!(out["data"]["tags"], json!(["a"]));
 }

@@ -109,6 +109,7 @@ async fn an_mcp_server_over_stdio_is_imported_served_and_followed_across_restart
             ),
         ],
         url: None,
+        ca_cert: None,
         tools: Default::default(),
     };
     let mut hub = hub().await;
@@ -196,6 +197,7 @@ async fn an_mcp_server_over_streamable_http_is_imported_and_served() {
         command: None,
         args: Vec::new(),
         url: Some(format!("http://127.0.0.1:{port}/mcp")),
+        ca_cert: None,
         tools: Default::default(),
     };
     let changes = import_mcp(&hub.db.store, "everything", config)

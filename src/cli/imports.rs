@@ -42,6 +42,11 @@ pub enum ImportCommand {
         /// register the operations.
         #[arg(long)]
         no_base_url: bool,
+        /// A PEM file of CA certificates the hub trusts besides the
+        /// system's, for this import's HTTPS requests (the document's URL,
+        /// the base URL, token URLs). The hub reads it when it serves.
+        #[arg(long)]
+        ca_cert: Option<String>,
         /// SCHEME=ENV_VAR for a security scheme of the document (repeat for
         /// several), or bearer:ENV_VAR, header:NAME:ENV_VAR or basic:ENV_VAR
         /// for every request. The variable holds the secret; the hub reads
@@ -67,6 +72,10 @@ pub enum ImportCommand {
         /// The server's streamable HTTP endpoint.
         #[arg(long)]
         url: Option<String>,
+        /// A PEM file of CA certificates trusted besides the system's, for
+        /// an https --url.
+        #[arg(long)]
+        ca_cert: Option<String>,
     },
     /// List the imports.
     List {
@@ -103,19 +112,25 @@ pub async fn import(
             namespace,
             base_url,
             no_base_url,
+            ca_cert,
             auth,
             strict,
         } => {
-            let text = alkhub::imports::read_source(&source).await?;
-            let base_url = match (&base_url, no_base_url) {
-                (_, true) => alkhub::imports::BaseUrl::None,
-                (Some(url), false) => alkhub::imports::BaseUrl::Given(url),
-                (None, false) => alkhub::imports::BaseUrl::FromDocument,
+            let ca_cert = ca_pem(ca_cert)?;
+            let text = alkhub::imports::read_source_trusting(&source, ca_cert.as_deref()).await?;
+            let options = alkhub::imports::Options {
+                base_url: match (&base_url, no_base_url) {
+                    (_, true) => alkhub::imports::BaseUrl::None,
+                    (Some(url), false) => alkhub::imports::BaseUrl::Given(url),
+                    (None, false) => alkhub::imports::BaseUrl::FromDocument,
+                },
+                auth,
+                strict,
+                ca_cert,
             };
-            let done = alkhub::imports::import_openapi_text(
-                &store, &source, &text, &namespace, base_url, auth, strict,
-            )
-            .await?;
+            let done =
+                alkhub::imports::import_openapi_text(&store, &source, &text, &namespace, options)
+                    .await?;
             for (operation, why) in &done.skipped {
                 eprintln!("warning: skipped {operation}: {why}");
             }
@@ -140,11 +155,13 @@ pub async fn import(
             command,
             args,
             url,
+            ca_cert,
         } => {
             let config = alkhub::imports::mcp::McpConfig {
                 command,
                 args,
                 url,
+                ca_cert: ca_pem(ca_cert)?,
                 tools: Default::default(),
             };
             let changes = alkhub::imports::mcp::import_mcp(&store, &name, config).await?;
@@ -203,6 +220,13 @@ pub async fn import(
     Ok(())
 }
 
+/// The PEM text of `--ca-cert`, which the import keeps (CA certificates are
+/// public), so the hub that serves it needs no file.
+fn ca_pem(path: Option<String>) -> anyhow::Result<Option<String>> {
+    path.map(|p| alkhub::imports::tls::read_ca_cert(&p))
+        .transpose()
+}
+
 /// [`import`] through a running hub's admin API. A document read from a
 /// file is sent as its text: the hub reads no file for the admin API.
 async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> anyhow::Result<()> {
@@ -212,6 +236,7 @@ async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> any
             namespace,
             base_url,
             no_base_url,
+            ca_cert,
             auth,
             strict,
         } => {
@@ -230,6 +255,7 @@ async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> any
                 no_base_url,
                 auth: auth.iter().map(ToString::to_string).collect(),
                 strict,
+                ca_cert: ca_pem(ca_cert)?,
                 url: None,
             };
             hub.request(
@@ -240,7 +266,11 @@ async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> any
             .await?
         }
         ImportCommand::Mcp {
-            name, command, url, ..
+            name,
+            command,
+            url,
+            ca_cert,
+            ..
         } => {
             if command.is_some() {
                 anyhow::bail!(
@@ -252,6 +282,7 @@ async fn remote_import(hub: &remote::AdminClient, command: ImportCommand) -> any
                 kind: "mcp".into(),
                 name,
                 url,
+                ca_cert: ca_pem(ca_cert)?,
                 ..AddImport::default()
             };
             hub.request(

@@ -29,7 +29,7 @@ pub async fn start(hub: Hub, import: Import) -> anyhow::Result<Option<provider::
         return Ok(None);
     };
     let runner = Arc::new(Runner {
-        client: reqwest::Client::builder()
+        client: super::tls::client(config.ca_cert.as_deref())?
             .redirect(same_origin_redirects())
             .build()?,
         base_url: base_url.clone(),
@@ -59,7 +59,7 @@ pub async fn start(hub: Hub, import: Import) -> anyhow::Result<Option<provider::
 /// 10): the import's credentials (an API key in any header) must never
 /// reach another host. A redirect elsewhere ends the request, and its 3xx
 /// answer is the call's.
-fn same_origin_redirects() -> reqwest::redirect::Policy {
+pub(crate) fn same_origin_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let leaves = attempt
             .previous()

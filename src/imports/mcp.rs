@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion, Tool};
 use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,10 @@ pub struct McpConfig {
     /// A streamable HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// CA certificates (PEM text) trusted besides the system's, for an
+    /// https `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// Operation name → tool name.
     #[serde(default)]
     pub tools: BTreeMap<String, String>,
@@ -67,7 +72,15 @@ type Session = RunningService<RoleClient, Listener>;
 
 async fn connect(config: &McpConfig, listener: Listener) -> anyhow::Result<Session> {
     if let Some(url) = &config.url {
-        let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+        // As rmcp's own client: no idle pooling, redirects within the origin.
+        let client = super::tls::client(config.ca_cert.as_deref())?
+            .pool_max_idle_per_host(0)
+            .redirect(super::http_provider::same_origin_redirects())
+            .build()?;
+        let transport = StreamableHttpClientTransport::with_client(
+            client,
+            StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+        );
         return listener
             .serve(transport)
             .await

@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod openapi;
 pub mod provider;
 pub mod serialize;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,21 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{ImportChanges, ImportKind, Store};
+
+/// An error with its causes, `: `-separated (a TLS failure says why the
+/// certificate was refused).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
+}
 
 /// How the hub authenticates to an imported API. Values are read from the
 /// environment of the hub when it calls, so no secret is ever stored.
@@ -161,6 +177,10 @@ pub struct OpenapiConfig {
     /// The document's security schemes.
     #[serde(default)]
     pub schemes: BTreeMap<String, openapi::Scheme>,
+    /// CA certificates (PEM text; public, not secret) trusted besides the
+    /// system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// One binding per operation name.
     pub bindings: BTreeMap<String, openapi::HttpBinding>,
 }
@@ -208,7 +228,7 @@ pub async fn refresh(store: &Store, import: crate::store::Import) -> anyhow::Res
                      import it again"
                 );
             }
-            let text = read_source(&config.source).await?;
+            let text = read_source_trusting(&config.source, config.ca_cert.as_deref()).await?;
             // The base URL stays what it was, none included.
             let base_url = config
                 .base_url
@@ -221,9 +241,14 @@ pub async fn refresh(store: &Store, import: crate::store::Import) -> anyhow::Res
                     .into_iter()
                     .map(|(scheme, env)| AuthSpec::Scheme { scheme, env }),
             );
+            let options = Options {
+                base_url,
+                auth,
+                strict: false,
+                ca_cert: config.ca_cert,
+            };
             let imported =
-                import_openapi_text(store, &config.source, &text, &name, base_url, auth, false)
-                    .await?;
+                import_openapi_text(store, &config.source, &text, &name, options).await?;
             Ok(Refreshed::Openapi(imported))
         }
         ImportKind::Mcp => {
@@ -236,12 +261,23 @@ pub async fn refresh(store: &Store, import: crate::store::Import) -> anyhow::Res
     }
 }
 
-/// Reads `source` (a file path or an http:// URL).
+/// Reads `source` (a file path or an http(s) URL).
 pub async fn read_source(source: &str) -> anyhow::Result<String> {
+    read_source_trusting(source, None).await
+}
+
+/// [`read_source`], an https URL's server also trusted when its chain ends
+/// at a certificate of `ca_cert` (PEM text).
+pub async fn read_source_trusting(source: &str, ca_cert: Option<&str>) -> anyhow::Result<String> {
     if source.starts_with("http://") || source.starts_with("https://") {
-        let response = reqwest::get(source)
+        let client = tls::client(ca_cert)?
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        let response = client
+            .get(source)
+            .send()
             .await
-            .with_context(|| format!("cannot fetch {source}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot fetch {source}: {}", error_chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             bail!("cannot fetch {source}: HTTP {status}");
@@ -281,8 +317,27 @@ pub async fn import_openapi_checked(
     strict: bool,
 ) -> anyhow::Result<Imported> {
     let text = read_source(source).await?;
-    let base_url = base_url.map_or(BaseUrl::FromDocument, BaseUrl::Given);
-    import_openapi_text(store, source, &text, namespace, base_url, auth, strict).await
+    let options = Options {
+        base_url: base_url.map_or(BaseUrl::FromDocument, BaseUrl::Given),
+        auth,
+        strict,
+        ca_cert: None,
+    };
+    import_openapi_text(store, source, &text, namespace, options).await
+}
+
+/// How an OpenAPI document is imported, besides where it is read from.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    /// Where its requests go.
+    pub base_url: BaseUrl<'a>,
+    /// `--auth`, each.
+    pub auth: Vec<AuthSpec>,
+    /// Fail, saving nothing, when an operation cannot be mapped.
+    pub strict: bool,
+    /// CA certificates (PEM text) trusted besides the system's roots
+    /// (`--ca-cert`), for its HTTPS requests.
+    pub ca_cert: Option<String>,
 }
 
 /// Where an OpenAPI import's requests go.
@@ -305,10 +360,14 @@ pub async fn import_openapi_text(
     source: &str,
     text: &str,
     namespace: &str,
-    base_url: BaseUrl<'_>,
-    auth: Vec<AuthSpec>,
-    strict: bool,
+    options: Options<'_>,
 ) -> anyhow::Result<Imported> {
+    let Options {
+        base_url,
+        auth,
+        strict,
+        ca_cert,
+    } = options;
     let doc = openapi::parse(text)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("cannot parse {source}"))?;
@@ -371,6 +430,7 @@ pub async fn import_openapi_text(
     }
     let config = OpenapiConfig {
         source: source.to_owned(),
+        ca_cert,
         base_url: base_url.clone(),
         auth: import_auth,
         credentials,
