@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,10 +14,14 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::builtins::OperationDetail;
+use crate::openapi::AdminError as AdminErrorBody;
+use crate::plugins::HostStatus;
 use crate::protocol::{Identity, PrincipalKind};
 use crate::server::Hub;
-use crate::store::{NewPrincipal, Principal, StoreError};
+use crate::store::{AuditEntry, NewPrincipal, Principal, StoreError};
 
 /// The close code and reason a session closed from the admin API gets.
 pub const CLOSED_BY_OPERATOR: (u16, &str) = (1008, "closed by an operator");
@@ -28,7 +33,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/v1/admin/sessions/{session_id}", delete(close_session))
         .route("/v1/admin/{kind}", get(list_principals).post(add_principal))
         .route("/v1/admin/{kind}/{id}", delete(remove_principal))
-        .route("/v1/admin/{kind}/{id}/{action}", post(change_principal))
+        .route("/v1/admin/{kind}/{id}/disable", post(disable_principal))
+        .route("/v1/admin/{kind}/{id}/enable", post(enable_principal))
+        .route("/v1/admin/{kind}/{id}/rotate-token", post(rotate_token))
         .route("/v1/admin/audit", get(list_audit))
         .route("/v1/admin/plugins", get(list_plugins))
         .route("/v1/admin/plugins/reload", post(reload_plugins))
@@ -125,6 +132,17 @@ async fn audit(
     Ok(())
 }
 
+/// `spokes` or `clients`, the first segment of the principals' routes.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation only: `kind_of` reads the segment
+enum Principals {
+    /// The spokes.
+    Spokes,
+    /// The clients.
+    Clients,
+}
+
 /// `spokes` or `clients` in a path.
 fn kind_of(segment: &str) -> Result<PrincipalKind, AdminError> {
     match segment {
@@ -139,22 +157,52 @@ fn kind_of(segment: &str) -> Result<PrincipalKind, AdminError> {
 }
 
 /// One live session.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SessionView {
+    /// The hub's number for the session.
     session_id: u64,
+    /// `spoke` or `client`.
     pub(crate) kind: PrincipalKind,
+    /// The principal's id.
     id: String,
+    /// When it connected, in milliseconds since the Unix epoch.
     connected_at_ms: u64,
+    /// The principal's labels.
     labels: BTreeMap<String, String>,
+    /// Bytes queued for it, not yet written.
     queued_bytes: usize,
+    /// Calls it made that are still open.
     calls_open: usize,
+    /// Calls it is serving.
     serving: usize,
 }
 
+/// `GET /v1/admin/sessions`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionList {
+    /// The live WebSocket sessions, by session id.
+    sessions: Vec<SessionView>,
+}
+
+/// The live WebSocket sessions.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/sessions",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The live WebSocket sessions.", body = SessionList),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn list_sessions(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     admin(&hub, &headers).await?;
-    Ok(Json(json!({ "sessions": session_views(&hub) })).into_response())
+    let sessions = session_views(&hub);
+    Ok(Json(SessionList { sessions }).into_response())
 }
 
 /// The live WebSocket sessions, by session id.
@@ -184,6 +232,24 @@ pub(crate) fn session_views(hub: &Hub) -> Vec<SessionView> {
     sessions
 }
 
+/// Closes a live session (code 1008); its peer may reconnect.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/sessions/{session_id}",
+    tag = "admin",
+    params(("session_id" = String, Path, description = "The `sessionId` of `GET /v1/admin/sessions`.",
+        example = "1")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Closed with code 1008 `closed by an operator`."),
+        (status = 404, description = "`NOT_FOUND`: no live session of that id.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn close_session(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -213,14 +279,14 @@ async fn close_session(
 }
 
 /// `GET /v1/admin/{spokes|clients}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PrincipalList {
     /// Every spoke or every client.
     pub principals: Vec<Principal>,
 }
 
 /// `POST /v1/admin/{spokes|clients}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Created {
     /// What was added.
     pub principal: Principal,
@@ -229,20 +295,38 @@ pub struct Created {
 }
 
 /// `POST /v1/admin/{spokes|clients}/{id}/rotate-token`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Rotated {
     /// The new token, shown this once.
     pub token: String,
 }
 
 /// `DELETE /v1/admin/{spokes|clients}/{id}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Removed {
     /// Its registrations removed with it.
     pub removed_registrations: u64,
 }
 
+/// Every spoke or every client.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/{kind}",
+    tag = "admin",
+    params(("kind" = inline(Principals), Path, description = "`spokes` or `clients`.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every spoke or every client; never a token or its hash.",
+            body = PrincipalList),
+        (status = 404, description = "`NOT_FOUND`: not `spokes` or `clients`.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn list_principals(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -254,20 +338,67 @@ async fn list_principals(
     Ok(Json(PrincipalList { principals }).into_response())
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/admin/{spokes|clients}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AddPrincipal {
+    /// A slug: 1 to 63 of `a-z`, `0-9` and `-`, starting with a letter or
+    /// digit.
+    #[schema(example = "edge-1", pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     id: String,
+    /// Display name.
     #[serde(default)]
     name: Option<String>,
+    /// Scopes granted.
     #[serde(default)]
     scopes: Vec<String>,
+    /// Labels (a spoke's are visible to routing plugins).
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Operation-id patterns it may provide (`*` matches any characters);
+    /// absent or `null` is the default of its kind.
     #[serde(default)]
+    #[schema(schema_with = grant_patterns)]
     provides: Option<Vec<String>>,
 }
 
+/// `provides` as `registration::check_grant_pattern` accepts it.
+fn grant_patterns() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let pattern = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9_.*-]{1,256}$"));
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(pattern)
+        .description(Some(
+            "Operation-id patterns it may provide (`*` matches any characters); absent or \
+             `null` is the default of its kind.",
+        ))
+        .build()
+}
+
+/// Adds a spoke or client; its token is in the answer, once.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/{kind}",
+    tag = "admin",
+    params(("kind" = inline(Principals), Path, description = "`spokes` or `clients`.")),
+    request_body = AddPrincipal,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Added; its token is shown this once.", body = Created),
+        (status = 400, description = "`VALIDATION_ERROR`: a body that does not parse, a bad id or \
+            grant; `PROTOCOL_ERROR`: a body past `limits.max_frame_bytes`.", body = AdminErrorBody),
+        (status = 404, description = "`NOT_FOUND`: not `spokes` or `clients`.", body = AdminErrorBody),
+        (status = 409, description = "`ALREADY_EXISTS`: the id is taken.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn add_principal(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -276,7 +407,7 @@ async fn add_principal(
 ) -> Answer {
     let who = admin(&hub, &headers).await?;
     let kind = kind_of(&kind)?;
-    let add: AddPrincipal = serde_json::from_slice(&body).map_err(|e| {
+    let add: AddPrincipal = crate::http::object_body(&body).map_err(|e| {
         AdminError(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
@@ -302,6 +433,24 @@ async fn add_principal(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Removes a spoke or client with its registrations.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/{kind}/{id}",
+    tag = "admin",
+    params(("kind" = inline(Principals), Path, description = "`spokes` or `clients`."), ("id" = String, Path, description = "The spoke's or client's id.", example = "edge-1")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Removed, with its registrations; its live sessions close \
+            (4401) within `limits.revocation_check_ms`.", body = Removed),
+        (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn remove_principal(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -325,59 +474,166 @@ async fn remove_principal(
     .into_response())
 }
 
-async fn change_principal(
+/// Disables a spoke or client: its token stops authenticating.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/{kind}/{id}/disable",
+    tag = "admin",
+    params(("kind" = inline(Principals), Path, description = "`spokes` or `clients`."), ("id" = String, Path, description = "The spoke's or client's id.", example = "edge-1")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Disabled: it cannot authenticate, and its live sessions \
+            close (4401)."),
+        (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
+async fn disable_principal(
     State(hub): State<Hub>,
     headers: HeaderMap,
-    Path((kind, id, action)): Path<(String, String, String)>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Answer {
+    set_enabled(&hub, &headers, &kind, &id, false).await
+}
+
+/// Enables a disabled spoke or client.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/{kind}/{id}/enable",
+    tag = "admin",
+    params(("kind" = inline(Principals), Path, description = "`spokes` or `clients`."), ("id" = String, Path, description = "The spoke's or client's id.", example = "edge-1")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Enabled: its token authenticates again."),
+        (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
+async fn enable_principal(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path((kind, id)): Path<(String, String)>,
+) -> Answer {
+    set_enabled(&hub, &headers, &kind, &id, true).await
+}
+
+/// Disables or enables a principal, audited as `{kind}.disable` or
+/// `{kind}.enable`.
+async fn set_enabled(
+    hub: &Hub,
+    headers: &HeaderMap,
+    kind: &str,
+    id: &str,
+    enabled: bool,
+) -> Answer {
+    let who = admin(hub, headers).await?;
+    let kind = kind_of(kind)?;
+    hub.store().set_principal_enabled(kind, id, enabled).await?;
+    let action = if enabled { "enable" } else { "disable" };
+    audit(
+        hub,
+        &who,
+        &format!("{kind}.{action}"),
+        &format!("{kind}/{id}"),
+        json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Gives a spoke or client a new token; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/{kind}/{id}/rotate-token",
+    tag = "admin",
+    params(("kind" = inline(Principals), Path, description = "`spokes` or `clients`."), ("id" = String, Path, description = "The spoke's or client's id.", example = "edge-1")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A new token, shown this once; the old one stops working \
+            and its sessions close (4401).", body = Rotated),
+        (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
+async fn rotate_token(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path((kind, id)): Path<(String, String)>,
 ) -> Answer {
     let who = admin(&hub, &headers).await?;
     let kind = kind_of(&kind)?;
+    let token = hub.store().rotate_token(kind, &id).await?;
     let target = format!("{kind}/{id}");
-    let store = hub.store();
-    match action.as_str() {
-        "disable" | "enable" => {
-            store
-                .set_principal_enabled(kind, &id, action == "enable")
-                .await?;
-            audit(&hub, &who, &format!("{kind}.{action}"), &target, json!({})).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        "rotate-token" => {
-            let token = store.rotate_token(kind, &id).await?;
-            audit(
-                &hub,
-                &who,
-                &format!("{kind}.rotate-token"),
-                &target,
-                json!({}),
-            )
-            .await?;
-            Ok(Json(Rotated {
-                token: token.expose().to_owned(),
-            })
-            .into_response())
-        }
-        other => Err(AdminError(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("no action {other:?}: use disable, enable or rotate-token"),
-        )),
-    }
+    audit(
+        &hub,
+        &who,
+        &format!("{kind}.rotate-token"),
+        &target,
+        json!({}),
+    )
+    .await?;
+    Ok(Json(Rotated {
+        token: token.expose().to_owned(),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+/// `GET /v1/admin/audit?limit=&before=`; no other parameter is accepted.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Entries older than this `id`: the next page.
     before: Option<i64>,
+    /// Entries on the page: 1 to `limits.max_list_page` (1000); 100 without it.
+    #[param(minimum = 1)]
     limit: Option<u32>,
 }
 
+/// `GET /v1/admin/audit`.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    pub entries: Vec<AuditEntry>,
+}
+
+/// The audit log, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the audit log.", body = AuditPage),
+        (status = 400, description = "`VALIDATION_ERROR`: a `limit` out of range or another query \
+            parameter.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn list_audit(
     State(hub): State<Hub>,
     headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Answer {
     admin(&hub, &headers).await?;
+    let query = query_of(query, "the query accepts `limit` and `before`")?;
     // A page holds at most `limits.max_list_page` entries, as listings do.
     let max = u32::try_from(hub.config().limits.max_list_page).unwrap_or(u32::MAX);
     let limit = query.limit.unwrap_or(100.min(max));
@@ -389,14 +645,54 @@ async fn list_audit(
         ));
     }
     let entries = hub.store().list_audit(query.before, limit).await?;
-    Ok(Json(json!({ "entries": entries })).into_response())
+    Ok(Json(AuditPage { entries }).into_response())
 }
 
+/// Every plugin, as `GET /v1/plugins`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/plugins",
+    operation_id = "admin_list_plugins",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "As `GET /v1/plugins`.", body = HostStatus),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn list_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     admin(&hub, &headers).await?;
     Ok(Json(hub.plugins().status()).into_response())
 }
 
+/// `POST /v1/admin/plugins/reload`.
+#[derive(Serialize, ToSchema)]
+pub struct Reloaded {
+    /// New versions loaded.
+    pub loaded: usize,
+    /// Every plugin after the reload, as `GET /v1/plugins`.
+    pub status: HostStatus,
+}
+
+/// Loads every changed file of the plugins folder now.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins/reload",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every changed file of the plugins folder loaded now.",
+            body = Reloaded),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn reload_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     let who = admin(&hub, &headers).await?;
     audit(&hub, &who, "plugins.reload", "plugins", json!({})).await?;
@@ -406,9 +702,37 @@ async fn reload_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     let loaded = tokio::task::spawn_blocking(move || plugins.rescan(&namespaces))
         .await
         .unwrap_or(0);
-    Ok(Json(json!({"loaded": loaded, "status": hub.plugins().status()})).into_response())
+    let status = hub.plugins().status();
+    Ok(Json(Reloaded { loaded, status }).into_response())
 }
 
+/// `POST /v1/admin/plugins/{name}/lift-quarantine`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifted {
+    /// Whether it was quarantined.
+    pub was_quarantined: bool,
+}
+
+/// Lets a quarantined plugin decide again.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/plugins/{name}/lift-quarantine",
+    tag = "admin",
+    params(("name" = String, Path, description = "The plugin's name.",
+        example = "least-in-flight")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "It decides again from the next call, its failure count at \
+            zero.", body = Lifted),
+        (status = 404, description = "`NOT_FOUND`: no version of it is loaded.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn lift_quarantine(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -431,12 +755,30 @@ async fn lift_quarantine(
         json!({"wasQuarantined": was}),
     )
     .await?;
-    Ok(Json(json!({"wasQuarantined": was})).into_response())
+    Ok(Json(Lifted {
+        was_quarantined: was,
+    })
+    .into_response())
 }
 
 /// The configuration the hub runs with, secrets masked: the database URL's
 /// password, and every value of `[plugins.settings]` (plugins may keep keys
 /// there).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/config",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`alkhub.toml` as the hub runs it, every key present (see \
+            `alkhub config defaults`), with the database URL's password and every value of \
+            `[plugins.settings]` masked.", body = Object),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn effective_config(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     admin(&hub, &headers).await?;
     let mut config = hub.config().clone();
@@ -459,21 +801,46 @@ async fn effective_config(State(hub): State<Hub>, headers: HeaderMap) -> Answer 
     Ok(Json(value).into_response())
 }
 
-#[derive(Deserialize)]
+/// `GET /v1/admin/operations?limit=&after=`; no other parameter is accepted.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// The `next` of the previous page.
     after: Option<String>,
+    /// Definitions on the page: 1 to `limits.max_list_page` (1000), which is
+    /// also the default.
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
 /// Every definition, whoever may call it, a page at a time (as
 /// `GET /v1/operations` pages).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/operations",
+    operation_id = "admin_list_operations",
+    tag = "admin",
+    params(PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of every definition, whoever may call it, shaped \
+            as `GET /v1/operations`.", body = crate::builtins::OperationPage),
+        (status = 400, description = "`VALIDATION_ERROR`: a `limit` out of range or another query \
+            parameter.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn list_operations(
     State(hub): State<Hub>,
     headers: HeaderMap,
-    Query(query): Query<PageQuery>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Answer {
     admin(&hub, &headers).await?;
+    let query = query_of(query, "the query accepts `limit` and `after`")?;
     let catalog = hub.dispatcher().catalog();
     catalog.wait_loaded().await;
     let page = crate::builtins::PageRequest {
@@ -491,8 +858,54 @@ async fn list_operations(
     }
 }
 
+/// A live provider of an operation.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderView<'a> {
+    /// The registration it serves the operation under.
+    pub registration_id: &'a str,
+    /// `spoke` or `client`.
+    pub kind: PrincipalKind,
+    /// The provider's id.
+    pub provider_id: &'a str,
+    /// Its session (see `GET /v1/admin/sessions`).
+    pub session_id: u64,
+    /// The id it declared, before the remap.
+    pub pre_remap_id: &'a str,
+    /// Calls it is serving now.
+    pub in_flight: u32,
+}
+
+/// `GET /v1/admin/operations/{operationId}`.
+#[derive(Serialize, ToSchema)]
+pub struct AdminOperation<'a> {
+    /// The definition and its stored registrations, as `hub.operations.get`.
+    #[serde(flatten)]
+    pub detail: OperationDetail<'a>,
+    /// Its live providers.
+    pub providers: Vec<ProviderView<'a>>,
+}
+
 /// One definition with its live providers (sessions, calls in flight) and
 /// every stored registration, active or not.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/operations/{operation_id}",
+    tag = "admin",
+    params(("operation_id" = String, Path, description = "The operation's id.",
+        example = "hub.operations.list")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The definition, its stored registrations and its live \
+            providers.", body = AdminOperation),
+        (status = 404, description = "`NOT_FOUND`: no such operation.", body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+    )
+)]
 async fn get_operation(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -510,27 +923,29 @@ async fn get_operation(
         .store()
         .registrations_of_operation(&operation_id)
         .await?;
-    let mut out = crate::builtins::describe(&entry);
-    out["registrations"] = crate::builtins::describe_registrations(&registrations);
-    out["providers"] = entry
-        .providers
-        .iter()
-        .map(|p| {
-            json!({
-                "registrationId": &*p.registration_id,
-                "kind": p.connection.identity.kind,
-                "providerId": p.connection.identity.id,
-                "sessionId": p.connection.session_id,
-                "preRemapId": &*p.pre_remap_id,
-                "inFlight": p.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+    let out = AdminOperation {
+        detail: OperationDetail {
+            operation: crate::builtins::view(&entry),
+            registrations: crate::builtins::registration_views(&registrations),
+        },
+        providers: entry
+            .providers
+            .iter()
+            .map(|p| ProviderView {
+                registration_id: &p.registration_id,
+                kind: p.connection.identity.kind,
+                provider_id: &p.connection.identity.id,
+                session_id: p.connection.session_id,
+                pre_remap_id: &p.pre_remap_id,
+                in_flight: p.in_flight.load(std::sync::atomic::Ordering::Relaxed),
             })
-        })
-        .collect();
+            .collect(),
+    };
     Ok(Json(out).into_response())
 }
 
 /// One import in `GET /v1/admin/imports`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportView {
     /// Its name, which is also its namespace.
@@ -552,14 +967,14 @@ pub struct ImportView {
 }
 
 /// `GET /v1/admin/imports`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ImportList {
     /// Every import, by name.
     pub imports: Vec<ImportView>,
 }
 
 /// An operation an import left out.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Skipped {
     /// `METHOD /path`.
     pub operation: String,
@@ -568,7 +983,7 @@ pub struct Skipped {
 }
 
 /// What adding or refreshing an import changed, by operation id.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportDone {
     /// The import's name.
@@ -625,7 +1040,7 @@ impl ImportDone {
 
 /// `POST /v1/admin/imports`: an OpenAPI document (by URL, or its text in
 /// `document`) or an MCP server reached over streamable HTTP.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddImport {
     /// `openapi` or `mcp`.
@@ -667,6 +1082,17 @@ fn invalid(message: impl Into<String>) -> AdminError {
     AdminError(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message.into())
 }
 
+/// A listing's query, read once the caller is known to be an admin: one
+/// that does not parse is a `VALIDATION_ERROR` like any other bad value.
+fn query_of<T>(query: Result<Query<T>, QueryRejection>, accepts: &str) -> Result<T, AdminError> {
+    query.map(|Query(query)| query).map_err(|e| {
+        invalid(format!(
+            "{accepts}: {}",
+            crate::protocol::clip_message(&e.body_text())
+        ))
+    })
+}
+
 /// An import that failed: a store conflict keeps its status, anything else
 /// (a document that cannot be fetched, parsed or mapped) is the request's.
 fn import_failed(e: anyhow::Error) -> AdminError {
@@ -688,6 +1114,21 @@ fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
+/// Every import, with whether its provider is serving.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/imports",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every import, by name.", body = ImportList),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+    )
+)]
 async fn list_imports(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
     admin(&hub, &headers).await?;
     let imports = import_views(&hub).await?;
@@ -829,9 +1270,33 @@ async fn serve_again(hub: &Hub, done: &ImportDone) -> Result<(), AdminError> {
     Ok(())
 }
 
+/// Saves an import and serves it at once. The hub fetches an OpenAPI
+/// `source` URL itself, and connects to an MCP `url`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/imports",
+    tag = "admin",
+    request_body = AddImport,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Saved in place of an import of that name.", body = ImportDone),
+        (status = 201, description = "Saved and served.", body = ImportDone),
+        (status = 400, description = "`VALIDATION_ERROR`: a body that does not parse, an unknown \
+            kind, a source that is not an http(s) URL, a document that cannot be fetched, parsed \
+            or mapped; `PROTOCOL_ERROR`: a body past `limits.max_frame_bytes`.",
+            body = AdminErrorBody),
+        (status = 409, description = "`ALREADY_EXISTS`: a definition belongs to a spoke or another \
+            import.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+    )
+)]
 async fn add_import(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
     let who = admin(&hub, &headers).await?;
-    let add: AddImport = serde_json::from_slice(&body).map_err(|e| {
+    let add: AddImport = crate::http::object_body(&body).map_err(|e| {
         invalid(format!(
             "the body must be {{\"kind\": \"openapi\", \"name\", \"source\" | \"document\", \"baseUrl\"?, \"auth\"?, \"strict\"?}} \
              or {{\"kind\": \"mcp\", \"name\", \"url\"}}: {e}"
@@ -851,6 +1316,29 @@ async fn add_import(State(hub): State<Hub>, headers: HeaderMap, body: axum::body
     Ok((status, Json(done)).into_response())
 }
 
+/// Reads an import's source again (an OpenAPI URL, or the MCP server) and
+/// serves what changed.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/imports/{name}/refresh",
+    tag = "admin",
+    params(("name" = String, Path, description = "The import's name.", example = "petstore")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What changed.", body = ImportDone),
+        (status = 400, description = "`VALIDATION_ERROR`: an import read from a file or sent \
+            inline (send it again), or a source that cannot be read or mapped now.",
+            body = AdminErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such import.", body = AdminErrorBody),
+        (status = 409, description = "`ALREADY_EXISTS`: a definition belongs to a spoke or another \
+            import.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+    )
+)]
 async fn refresh_import(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -890,6 +1378,32 @@ async fn refresh_import(
     Ok(Json(done).into_response())
 }
 
+/// `DELETE /v1/admin/imports/{name}`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRemoved {
+    /// The ids of its definitions, deleted with their registrations.
+    pub removed_operations: Vec<String>,
+}
+
+/// Stops an import's provider (open calls end with `PROVIDER_GONE`) and
+/// deletes its definitions.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/imports/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "The import's name.", example = "petstore")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Removed.", body = ImportRemoved),
+        (status = 404, description = "`NOT_FOUND`: no such import.", body = AdminErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = AdminErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = AdminErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
+    )
+)]
 async fn remove_import(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -913,5 +1427,8 @@ async fn remove_import(
         json!({"operations": removed.len()}),
     )
     .await?;
-    Ok(Json(json!({"removedOperations": removed})).into_response())
+    Ok(Json(ImportRemoved {
+        removed_operations: removed,
+    })
+    .into_response())
 }

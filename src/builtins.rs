@@ -5,12 +5,15 @@
 //! They go through the normal call path (lookup, access, validation); only
 //! the last step differs: the hub answers instead of a provider.
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::catalog::{Catalog, Entry};
 use crate::dispatch::{check_access, Access, Builtins, CallError, Reply};
-use crate::protocol::{AccessLevel, ErrorCode, Identity, OperationType};
-use crate::store::{NewDefinition, Registration, Source, Store};
+use crate::protocol::{AccessLevel, ErrorCode, Identity, OperationType, PrincipalKind};
+use crate::store::{NewDefinition, Registration, RegistrationStatus, Source, Store};
 
 /// `hub.operations.list`
 pub const LIST: &str = "hub.operations.list";
@@ -55,39 +58,122 @@ pub fn definitions() -> Vec<NewDefinition> {
     ]
 }
 
+/// One definition as listings show it: `GET /v1/operations`,
+/// `GET /v1/admin/operations` and `hub.operations.list`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationView<'a> {
+    /// `namespace.name`, the id callers use.
+    pub id: &'a str,
+    /// Everything before the last `.` of the id.
+    pub namespace: &'a str,
+    /// The last segment of the id.
+    pub name: &'a str,
+    /// `query`, `mutation` or `subscription`.
+    #[serde(rename = "type")]
+    pub op_type: OperationType,
+    /// What it does; `null` when not declared.
+    pub description: Option<&'a str>,
+    /// Who may call it.
+    pub access_level: AccessLevel,
+    /// Scopes a `scoped` operation requires.
+    pub required_scopes: &'a [String],
+    /// Where the definition came from.
+    #[schema(value_type = Source)]
+    pub source: &'static str,
+    /// JSON Schema of the input; `null` when not declared.
+    #[schema(value_type = Value)]
+    pub input_schema: Option<&'a Value>,
+    /// JSON Schema of `output.data`; `null` when not declared.
+    #[schema(value_type = Value)]
+    pub output_schema: Option<&'a Value>,
+    /// Registrations serving it now (built-ins have none).
+    pub active_registrations: usize,
+}
+
+/// One page of a listing, in id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationPage<'a> {
+    /// The definitions on this page.
+    pub operations: Vec<OperationView<'a>>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, value_type = String)]
+    pub next: Option<String>,
+}
+
+/// One stored registration, active or not, as `hub.operations.get` and
+/// `GET /v1/admin/operations/{operationId}` show it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationView<'a> {
+    /// Random id (`reg_…`).
+    pub registration_id: &'a str,
+    /// `spoke` or `client`.
+    pub provider_type: PrincipalKind,
+    /// The provider's id.
+    pub provider_id: &'a str,
+    /// Whether it serves calls now.
+    #[schema(value_type = RegistrationStatus)]
+    pub status: &'static str,
+    /// The id the provider declared, before the remap.
+    pub pre_remap_id: String,
+    /// When it was last activated.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// One definition with every stored registration, active or not: the
+/// answer of `hub.operations.get`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationDetail<'a> {
+    /// The definition, as listings show it.
+    #[serde(flatten)]
+    pub operation: OperationView<'a>,
+    /// Every stored registration of it.
+    pub registrations: Vec<RegistrationView<'a>>,
+}
+
 /// One catalog entry as listings show it.
-pub fn describe(entry: &Entry) -> Value {
+pub fn view(entry: &Entry) -> OperationView<'_> {
     let d = &entry.definition;
-    json!({
-        "id": d.id,
-        "namespace": d.spec.namespace,
-        "name": d.spec.name,
-        "type": d.spec.op_type,
-        "description": d.spec.description,
-        "accessLevel": d.spec.access_level,
-        "requiredScopes": d.spec.required_scopes,
-        "source": d.spec.source.as_str(),
-        "inputSchema": d.spec.input_schema,
-        "outputSchema": d.spec.output_schema,
-        "activeRegistrations": entry.providers.len(),
-    })
+    OperationView {
+        id: &d.id,
+        namespace: &d.spec.namespace,
+        name: &d.spec.name,
+        op_type: d.spec.op_type,
+        description: d.spec.description.as_deref(),
+        access_level: d.spec.access_level,
+        required_scopes: &d.spec.required_scopes,
+        source: d.spec.source.as_str(),
+        input_schema: d.spec.input_schema.as_ref(),
+        output_schema: d.spec.output_schema.as_ref(),
+        active_registrations: entry.providers.len(),
+    }
+}
+
+/// One catalog entry as listings show it, as JSON.
+pub fn describe(entry: &Entry) -> Value {
+    serde_json::to_value(view(entry)).expect("a view serializes")
 }
 
 /// Stored registrations as `hub.operations.get` shows them.
-pub fn describe_registrations(registrations: &[Registration]) -> Value {
+pub fn registration_views(registrations: &[Registration]) -> Vec<RegistrationView<'_>> {
     registrations
         .iter()
-        .map(|r| {
-            json!({
-                "registrationId": r.id,
-                "providerType": r.provider_type,
-                "providerId": r.provider_id,
-                "status": r.status.as_str(),
-                "preRemapId": r.pre_remap_id(),
-                "registeredAt": r.registered_at,
-            })
+        .map(|r| RegistrationView {
+            registration_id: &r.id,
+            provider_type: r.provider_type,
+            provider_id: &r.provider_id,
+            status: r.status.as_str(),
+            pre_remap_id: r.pre_remap_id(),
+            registered_at: r.registered_at,
         })
         .collect()
+}
+
+/// Stored registrations as `hub.operations.get` shows them, as JSON.
+pub fn describe_registrations(registrations: &[Registration]) -> Value {
+    serde_json::to_value(registration_views(registrations)).expect("a view serializes")
 }
 
 /// Which page of a listing: the definitions after the id `after`, at most
@@ -158,12 +244,11 @@ pub fn page_of(
 ) -> Result<Value, CallError> {
     let size = page.size(max_page)?;
     let found = catalog.page(page.after.as_deref(), size, keep);
-    let operations: Vec<Value> = found.entries.iter().map(|e| describe(e)).collect();
-    let mut out = json!({ "operations": operations });
-    if let Some(next) = found.next {
-        out["next"] = Value::String(next.to_string());
-    }
-    Ok(out)
+    let page = OperationPage {
+        operations: found.entries.iter().map(|e| view(e)).collect(),
+        next: found.next.map(|next| next.to_string()),
+    };
+    Ok(serde_json::to_value(page).expect("a page serializes"))
 }
 
 /// Answers `hub.operations.list`.
@@ -223,8 +308,11 @@ impl Builtins for HubBuiltins {
                 tokio::spawn(async move {
                     match store.registrations_of_operation(&target).await {
                         Ok(registrations) => {
-                            let mut out = describe(&entry);
-                            out["registrations"] = describe_registrations(&registrations);
+                            let detail = OperationDetail {
+                                operation: view(&entry),
+                                registrations: registration_views(&registrations),
+                            };
+                            let out = serde_json::to_value(detail).expect("a detail serializes");
                             reply.data(GET, out);
                         }
                         Err(e) => {

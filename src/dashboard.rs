@@ -47,7 +47,7 @@ const STYLE: &str = include_str!("../ui/app.css");
 pub fn router(hub: Hub) -> Router {
     Router::new()
         .route("/ui", get(index))
-        .route("/ui/", get(index))
+        .route("/ui/", get(index_slash))
         .route("/ui/{asset}", get(asset))
         .route("/v1/admin/events", get(events))
         .with_state(hub)
@@ -79,11 +79,43 @@ fn served(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
-async fn index() -> Response {
+/// The dashboard's page.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "dashboard",
+    responses((status = 200, description = "The page (protocol 5.9); it signs in with an admin token.",
+        body = String, content_type = "text/html"))
+)]
+pub(crate) async fn index() -> Response {
     served("text/html; charset=utf-8", INDEX)
 }
 
-async fn asset(Path(asset): Path<String>) -> Response {
+/// The dashboard's page, at `/ui/` too.
+#[utoipa::path(
+    get,
+    path = "/ui/",
+    tag = "dashboard",
+    responses((status = 200, description = "The page, as `GET /ui`.", body = String,
+        content_type = "text/html"))
+)]
+pub(crate) async fn index_slash() -> Response {
+    index().await
+}
+
+/// One of the page's files.
+#[utoipa::path(
+    get,
+    path = "/ui/{asset}",
+    tag = "dashboard",
+    params(("asset" = String, Path, description = "`app.js` or `app.css`.", example = "app.js")),
+    responses(
+        (status = 200, description = "The script or the style.", body = String,
+            content_type = "text/javascript"),
+        (status = 404, description = "`NOT_FOUND`: no such file.", body = crate::openapi::AdminError),
+    )
+)]
+pub(crate) async fn asset(Path(asset): Path<String>) -> Response {
     match asset.as_str() {
         "app.js" => served("text/javascript; charset=utf-8", SCRIPT),
         "app.css" => served("text/css; charset=utf-8", STYLE),
@@ -220,7 +252,34 @@ fn snapshot_of(hub: &Hub, window: &VecDeque<(Instant, CallTotals)>) -> Snapshot 
 /// stream counts against `limits.max_sse_streams` like a subscription's.
 /// A snapshot is made only when the previous one has been written, so a
 /// reader that falls behind holds no backlog.
-async fn events(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+/// One event of `GET /v1/admin/events`.
+#[derive(utoipa::ToSchema)]
+pub struct SnapshotEvent {
+    /// Always `snapshot`.
+    pub event: String,
+    /// JSON: the snapshot of protocol 5.9 (counts, call figures, sessions,
+    /// operations, plugins, imports).
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/events",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A `snapshot` event now and every second (protocol 5.9).",
+            body = SnapshotEvent, content_type = "text/event-stream"),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = crate::openapi::AdminError),
+        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
+            body = crate::openapi::AdminError),
+        (status = 429, description = "`OVERLOADED`: limits.max_sse_streams or its per-principal share.",
+            body = crate::openapi::AdminError),
+    )
+)]
+pub(crate) async fn events(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     let who = match admin(&hub, &headers).await {
         Ok(who) => who,
         Err(e) => return e.into_response(),

@@ -423,7 +423,8 @@ impl Dispatcher {
                         "the call's deadline has already passed",
                     ));
                 }
-                Some(Instant::now() + Duration::from_millis(at - now))
+                // A deadline past what an `Instant` can hold is none at all.
+                Instant::now().checked_add(Duration::from_millis(at - now))
             }
             None => None,
         };

@@ -29,9 +29,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::openapi::{CallError as ErrorBody, Envelope};
 
 /// Builds the router over a hub handle.
 pub fn router(hub: Hub) -> Router {
@@ -41,6 +44,7 @@ pub fn router(hub: Hub) -> Router {
     }
     router
         .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/spokes/connect", get(connect_spoke))
         .route("/v1/clients/connect", get(connect_client))
         .route("/v1/operations", get(list_operations))
@@ -50,28 +54,79 @@ pub fn router(hub: Hub) -> Router {
         .with_state(hub)
 }
 
+/// `GET /v1/openapi.json`: the OpenAPI document of the routes this hub
+/// serves (see [`crate::openapi`]).
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "openapi",
+    responses(
+        (status = 200, description = "This document (OpenAPI 3.1).", body = Object),
+    )
+)]
+async fn openapi_json(State(hub): State<Hub>) -> Response {
+    Json(crate::openapi::document(hub.config())).into_response()
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Whether the hub serves.
+    pub status: HealthStatus,
+    /// Why not, in general words (the reason is in the hub's log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, value_type = String)]
+    pub message: Option<&'static str>,
+}
+
+/// The `status` of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub enum HealthStatus {
+    /// The hub serves and its database answers.
+    #[serde(rename = "ok")]
+    Ok,
+    /// The database does not answer.
+    #[serde(rename = "unavailable")]
+    Unavailable,
+    /// The hub is shutting down.
+    #[serde(rename = "shutting down")]
+    ShuttingDown,
+}
+
 /// `GET /healthz`: 200 while the hub serves and the database answers.
 ///
 /// Anyone may ask, so a failure is described in general words: the
 /// database's own error (host names, user names, file paths) goes to the
 /// log only.
-async fn healthz(State(hub): State<Hub>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The hub serves and its database answers.", body = Health,
+            example = json!({"status": "ok"})),
+        (status = 503, description = "The database does not answer, or the hub is shutting down.",
+            body = Health, example = json!({"status": "shutting down"})),
+    )
+)]
+async fn healthz(State(hub): State<Hub>) -> (StatusCode, Json<Health>) {
+    let health = |status, message| Json(Health { status, message });
     if hub.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "shutting down"})),
+            health(HealthStatus::ShuttingDown, None),
         );
     }
     match hub.store().ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Ok(()) => (StatusCode::OK, health(HealthStatus::Ok, None)),
         Err(e) => {
             tracing::error!(error = %e, "health check: the database does not answer");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "unavailable",
-                    "message": "the database does not answer; the hub's log has the reason",
-                })),
+                health(
+                    HealthStatus::Unavailable,
+                    Some("the database does not answer; the hub's log has the reason"),
+                ),
             )
         }
     }
@@ -85,6 +140,28 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
+/// `GET /v1/spokes/connect`: a spoke's WebSocket (spoke tokens only).
+#[utoipa::path(
+    get,
+    path = "/v1/spokes/connect",
+    tag = "connect",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket of protocol sections 1 \
+            and 2. The token goes in `hello` or in this request's `Authorization: Bearer`; a bad \
+            one closes the socket with 4401."),
+        (status = 400, description = "Not a WebSocket upgrade (the text names the header that is \
+            missing or wrong), or `PROTOCOL_ERROR`: a request body past `limits.max_frame_bytes`.",
+            content((String = "text/plain"), (ErrorBody = "application/json"))),
+        (status = 426, description = "The connection cannot be upgraded.", body = String,
+            content_type = "text/plain"),
+        (status = 429, description = "`OVERLOADED`: `limits.max_unauthenticated_per_address`.",
+            body = ErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the hub is shutting down.", body = ErrorBody),
+        (status = 503, description = "`OVERLOADED`: `limits.max_connections` or \
+            `limits.max_unauthenticated`.", body = ErrorBody),
+    )
+)]
 async fn connect_spoke(
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -94,6 +171,28 @@ async fn connect_spoke(
     upgrade(hub, remote, headers, ws, PrincipalKind::Spoke)
 }
 
+/// `GET /v1/clients/connect`: a client's WebSocket (client tokens only).
+#[utoipa::path(
+    get,
+    path = "/v1/clients/connect",
+    tag = "connect",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket of protocol sections 1 \
+            and 2. The token goes in `hello` or in this request's `Authorization: Bearer`; a bad \
+            one closes the socket with 4401."),
+        (status = 400, description = "Not a WebSocket upgrade (the text names the header that is \
+            missing or wrong), or `PROTOCOL_ERROR`: a request body past `limits.max_frame_bytes`.",
+            content((String = "text/plain"), (ErrorBody = "application/json"))),
+        (status = 426, description = "The connection cannot be upgraded.", body = String,
+            content_type = "text/plain"),
+        (status = 429, description = "`OVERLOADED`: `limits.max_unauthenticated_per_address`.",
+            body = ErrorBody),
+        (status = 500, description = "`UNKNOWN_ERROR`: the hub is shutting down.", body = ErrorBody),
+        (status = 503, description = "`OVERLOADED`: `limits.max_connections` or \
+            `limits.max_unauthenticated`.", body = ErrorBody),
+    )
+)]
 async fn connect_client(
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -257,6 +356,22 @@ pub(crate) async fn identify(
     }
 }
 
+/// `GET /v1/operations`: the definitions the caller may call, a page at a
+/// time, each with its active registration count (protocol 5.4).
+#[utoipa::path(
+    get,
+    path = "/v1/operations",
+    tag = "operations",
+    params(ListQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "One page, in id order.", body = crate::builtins::OperationPage),
+        (status = 400, description = "`VALIDATION_ERROR`: a `limit` out of range or another query \
+            parameter; `PROTOCOL_ERROR`: a request body past `limits.max_frame_bytes`.",
+            body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`: a token that is not valid.", body = ErrorBody),
+    )
+)]
 async fn list_operations(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -289,16 +404,33 @@ async fn list_operations(
     }
 }
 
-/// `GET /v1/operations?limit=&after=`.
-#[derive(Deserialize)]
+/// `GET /v1/operations?limit=&after=`; no other parameter is accepted.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Definitions on the page: 1 to `limits.max_list_page` (1000), which is
+    /// also the default.
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// The `next` of the previous page.
     after: Option<String>,
 }
 
 /// `GET /v1/plugins`: every plugin with its world, version, status and
 /// counters. Needs a valid token.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every plugin, by name, and the host's counters.",
+            body = crate::plugins::HostStatus),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = ErrorBody),
+    )
+)]
 async fn list_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     match identify(&hub, &headers).await {
         Ok(Some(_)) => Json(hub.plugins().status()).into_response(),
@@ -312,6 +444,18 @@ async fn list_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Response {
 
 /// `GET /metrics`: OpenMetrics text, for any valid token (not routed when
 /// `[metrics] enabled = false`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The OpenMetrics text format (`version=1.0.0`), ending in \
+            `# EOF` (protocol 5.7).", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
+            body = ErrorBody),
+    )
+)]
 async fn metrics(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     match identify(&hub, &headers).await {
         Ok(Some(_)) => {
@@ -333,15 +477,32 @@ async fn metrics(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     }
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `/call` and `/subscribe`; an empty body means `{}`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct HttpCall {
+    /// The operation's input, checked against its `inputSchema`.
     #[serde(default)]
+    #[schema(value_type = Value)]
     input: Option<Box<RawValue>>,
+    /// Passed to the provider and the routing policy.
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    /// Milliseconds the call may take; `limits.default_http_timeout_ms`
+    /// (30000) without it.
     #[serde(default)]
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     timeout_ms: Option<u64>,
+}
+
+/// Reads a request body that must be a JSON object into `T`. serde would
+/// also read a struct from a JSON array (its fields in order), which no
+/// HTTP body of the hub is.
+pub(crate) fn object_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err("the body must be a JSON object".to_owned());
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// Aborts the call when the HTTP request goes away before it ends.
@@ -429,7 +590,7 @@ async fn start_http_call(
     let request: HttpCall = if body.iter().all(u8::is_ascii_whitespace) {
         HttpCall::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        object_body(&body).map_err(|e| {
             CallError::new(
                 ErrorCode::ProtocolError,
                 protocol::clip_message(&format!("invalid request body: {e}")).into_owned(),
@@ -439,6 +600,8 @@ async fn start_http_call(
     let timeout = request
         .timeout_ms
         .unwrap_or(hub.config().limits.default_http_timeout_ms);
+    // A timeout past the end of time is a deadline at the end of time.
+    let deadline_ms = now_ms().saturating_add(timeout);
     let (tx, events) = budgeted(hub.config().limits.max_outbound_bytes);
     let dispatcher = hub.dispatcher();
     let id = dispatcher.start(
@@ -448,7 +611,7 @@ async fn start_http_call(
             operation_id,
             input: request.input.as_deref(),
             parent_request_id: None,
-            deadline_ms: Some(now_ms() + timeout),
+            deadline_ms: Some(deadline_ms),
             idle_timeout_ms: None,
             metadata: request.metadata,
         },
@@ -467,6 +630,32 @@ async fn start_http_call(
 }
 
 /// `POST /v1/operations/{id}/call`: the first result, as JSON.
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{operation_id}/call",
+    tag = "operations",
+    params(("operation_id" = String, Path, description = "The operation's id.",
+        example = "hub.operations.list")),
+    request_body(content = HttpCall, description = "Optional: an empty body means `{}`."),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The response envelope, as a WebSocket caller receives it \
+            in `output`; on a subscription its first result.", body = Envelope),
+        (status = 400, description = "`VALIDATION_ERROR` (the input), `PROTOCOL_ERROR` (the body).",
+            body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`.", body = ErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`.", body = ErrorBody),
+        (status = 404, description = "`OPERATION_NOT_FOUND`.", body = ErrorBody),
+        (status = 429, description = "`OVERLOADED`: `limits.max_http_calls`, \
+            `limits.max_http_calls_per_principal` or the principal's call rate.", body = ErrorBody),
+        (status = 500, description = "`ABORTED`, `ROUTING_ERROR`, `UNKNOWN_ERROR` (also: the hub \
+            is shutting down), `ALREADY_REGISTERED`.", body = ErrorBody),
+        (status = 502, description = "`PROVIDER_GONE`, `EXECUTION_ERROR`, or a provider's own code.",
+            body = ErrorBody),
+        (status = 503, description = "`NO_PROVIDER`.", body = ErrorBody),
+        (status = 504, description = "`TIMEOUT`.", body = ErrorBody),
+    )
+)]
 async fn call(
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -500,6 +689,36 @@ async fn call(
 }
 
 /// `POST /v1/operations/{id}/subscribe`: results as server-sent events.
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{operation_id}/subscribe",
+    tag = "operations",
+    params(("operation_id" = String, Path, description = "The operation's id.",
+        example = "hub.operations.list")),
+    request_body(content = HttpCall, description = "Optional: an empty body means `{}`."),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Server-sent events, each described by the schema: \
+            `responded` (data: an envelope) for each result, then `completed` (data: `{}`) or \
+            `error` (data: `{code, message, details?}`). Failures after the call was forwarded, \
+            `TIMEOUT` included, arrive as `error`.",
+            body = crate::openapi::CallEvent, content_type = "text/event-stream"),
+        (status = 400, description = "`VALIDATION_ERROR` (the input), `PROTOCOL_ERROR` (the body).",
+            body = ErrorBody),
+        (status = 401, description = "`UNAUTHENTICATED`.", body = ErrorBody),
+        (status = 403, description = "`ACCESS_DENIED`.", body = ErrorBody),
+        (status = 404, description = "`OPERATION_NOT_FOUND`.", body = ErrorBody),
+        (status = 429, description = "`OVERLOADED`: `limits.max_sse_streams`, \
+            `limits.max_sse_streams_per_principal` or the principal's call rate.", body = ErrorBody),
+        (status = 500, description = "`ROUTING_ERROR`, `UNKNOWN_ERROR` (also: the hub is shutting \
+            down).", body = ErrorBody),
+        (status = 502, description = "`PROVIDER_GONE`: the provider left as the call was forwarded.",
+            body = ErrorBody),
+        (status = 503, description = "`NO_PROVIDER`.", body = ErrorBody),
+        (status = 504, description = "`TIMEOUT`: the deadline passed before the call was forwarded.",
+            body = ErrorBody),
+    )
+)]
 async fn subscribe(
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,

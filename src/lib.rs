@@ -20,6 +20,8 @@
 //! - [`builtins`] are the `hub.*` operations the hub serves itself.
 //! - [`http`] is the axum router; [`admin`] the operator's API and
 //!   [`dashboard`] the page over it; [`server`] starts and stops it all.
+//! - [`openapi`] is the OpenAPI document of every HTTP route, generated
+//!   from the handlers' annotations.
 
 pub mod admin;
 pub mod auth;
@@ -36,6 +38,7 @@ pub mod limits;
 pub mod mcp_server;
 pub mod metrics;
 pub mod names;
+pub mod openapi;
 pub mod peer;
 pub mod plugins;
 pub mod policy;

@@ -91,7 +91,9 @@ pub fn router(hub: Hub, stop: CancellationToken) -> Router {
     );
     Router::new()
         .route_service("/mcp", service)
-        .layer(middleware::from_fn_with_state(hub, authenticate))
+        // route_layer: the bearer check guards `/mcp` only, not the merged
+        // router's fallback (an unknown path is a 404, not a 401).
+        .route_layer(middleware::from_fn_with_state(hub, authenticate))
 }
 
 /// Lets through requests with a valid bearer token, their identity attached,

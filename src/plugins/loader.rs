@@ -21,7 +21,7 @@ use crate::config::PluginLimits;
 use crate::crypto::sha256_hex;
 
 /// Which world a component implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum World {
     /// Exports `alkdev:hub/remap`.

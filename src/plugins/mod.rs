@@ -101,7 +101,7 @@ impl Drop for Inner {
 }
 
 /// What `GET /v1/plugins` shows of one plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginStatus {
     /// Its name (the file's stem).
@@ -194,7 +194,7 @@ impl Drop for Loading<'_> {
 }
 
 /// The whole of `GET /v1/plugins`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostStatus {
     /// Every plugin, loaded or failed.

@@ -9,7 +9,7 @@ use super::{now, on_pool, Result, Store};
 use crate::protocol::PrincipalKind;
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     /// Increases with every entry.

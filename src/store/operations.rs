@@ -9,7 +9,8 @@ use super::{now, on_pool, parse_text, touched, Result, Store, StoreError};
 use crate::protocol::{text_enum, AccessLevel, OperationType, PrincipalKind};
 
 /// Where a definition came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Source {
     /// Declared by a connected provider.
     Spoke,

@@ -29,7 +29,7 @@ pub struct NewPrincipal {
 
 /// A stored spoke or client. The token hash stays inside the store, so
 /// this is also what the admin API and `alkhub spoke list` show.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Principal {
     /// Which table the row lives in.

@@ -10,7 +10,8 @@ use crate::crypto::random_id;
 use crate::protocol::{text_enum, PrincipalKind};
 
 /// Whether a registration currently serves calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum RegistrationStatus {
     /// Its provider is connected and offers the operation.
     Active,
