@@ -134,6 +134,9 @@ pub async fn import(
             for (operation, why) in &done.skipped {
                 eprintln!("warning: skipped {operation}: {why}");
             }
+            for (operation, what) in &done.notes {
+                eprintln!("note: {operation}: {what}");
+            }
             print_changes(&done.name, &done.changes);
             if !done.skipped.is_empty() {
                 println!(

@@ -198,6 +198,8 @@ pub struct Imported {
     pub changes: ImportChanges,
     /// Operations of the document left out (`METHOD /path`, and why).
     pub skipped: Vec<(String, String)>,
+    /// Operations imported with something left out (their id, and what).
+    pub notes: Vec<(String, String)>,
 }
 
 /// The source recorded for a document sent as text: it cannot be read again.
@@ -441,6 +443,11 @@ pub async fn import_openapi_text(
             .map(|o| (o.definition.name.clone(), o.binding.clone()))
             .collect(),
     };
+    let notes: Vec<(String, String)> = mapped
+        .operations
+        .iter()
+        .filter_map(|o| Some((o.definition.id(), o.note.clone()?)))
+        .collect();
     let definitions: Vec<_> = mapped
         .operations
         .into_iter()
@@ -461,6 +468,7 @@ pub async fn import_openapi_text(
         base_url_from,
         changes,
         skipped: mapped.skipped,
+        notes,
     })
 }
 

@@ -307,7 +307,12 @@ pub struct Imported {
     pub definition: NewDefinition,
     /// How the HTTP provider executes it.
     pub binding: HttpBinding,
+    /// What was left out of it, if anything (its output schema).
+    pub note: Option<String>,
 }
+
+/// The largest output schema an operation keeps, serialized.
+pub const MAX_OUTPUT_SCHEMA_BYTES: usize = 256 * 1024;
 
 /// What a document says besides its operations.
 #[derive(Debug, Clone, PartialEq)]
@@ -609,7 +614,23 @@ fn operation(
     }
     let input = bundle.finish(input)?;
 
-    let (stream, output, accept) = success_response(resolver, op)?;
+    let (stream, mut output, accept) = success_response(resolver, op)?;
+    // An output schema is documentation, never checked: one that bundles
+    // more than MAX_OUTPUT_SCHEMA_BYTES of components is left out rather
+    // than stored with every operation (Stripe's reach most of its
+    // components, 400 KB each).
+    let mut note = None;
+    if let Some(schema) = &output {
+        let size = serde_json::to_vec(schema).map_or(0, |v| v.len());
+        if size > MAX_OUTPUT_SCHEMA_BYTES {
+            note = Some(format!(
+                "its output schema is left out: bundled with the components it reaches it is {} KiB, over {} KiB",
+                size / 1024,
+                MAX_OUTPUT_SCHEMA_BYTES / 1024
+            ));
+            output = None;
+        }
+    }
     let op_type = if stream {
         OperationType::Subscription
     } else if method == "get" {
@@ -643,6 +664,7 @@ fn operation(
             accept,
             security: None,
         },
+        note,
     })
 }
 
@@ -1160,6 +1182,45 @@ components:
         assert!(validator.is_valid(&ok), "{input}");
         assert!(!validator.is_valid(&json!({"n": 0})), "exclusive minimum");
         assert!(!validator.is_valid(&json!({"body": {"state": "merged"}})));
+    }
+
+    #[test]
+    fn an_output_schema_over_the_cap_is_left_out_with_a_note() {
+        let big: Map<String, Value> = (0..6000)
+            .map(|i| {
+                (
+                    format!("field_with_a_long_name_{i}"),
+                    json!({"type": "string", "description": "some words about it"}),
+                )
+            })
+            .collect();
+        let doc = json!({"openapi": "3.1.0", "paths": {
+            "/big": {"get": {"operationId": "big", "responses": {"200": {"description": "ok",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Big"}}}}}}},
+            "/small": {"get": {"operationId": "small", "responses": {"200": {"description": "ok",
+                "content": {"application/json": {"schema": {"type": "integer"}}}}}}}},
+            "components": {"schemas": {"Big": {"type": "object", "properties": big}}}});
+        let doc = import(&doc, "x").unwrap();
+        let big = doc
+            .operations
+            .iter()
+            .find(|o| o.definition.name == "big")
+            .unwrap();
+        assert!(big.definition.output_schema.is_none());
+        assert!(
+            big.note
+                .as_deref()
+                .unwrap()
+                .contains("output schema is left out"),
+            "{:?}",
+            big.note
+        );
+        let small = doc
+            .operations
+            .iter()
+            .find(|o| o.definition.name == "small")
+            .unwrap();
+        assert!(small.definition.output_schema.is_some() && small.note.is_none());
     }
 
     #[test]
