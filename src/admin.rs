@@ -812,6 +812,8 @@ struct PageQuery {
     /// also the default.
     #[param(minimum = 1)]
     limit: Option<usize>,
+    /// Only this namespace's operations and those of the namespaces below it.
+    namespace: Option<String>,
 }
 
 /// Every definition, whoever may call it, a page at a time (as
@@ -846,6 +848,7 @@ async fn list_operations(
     let page = crate::builtins::PageRequest {
         after: query.after,
         limit: query.limit,
+        namespace: query.namespace,
     };
     let max_page = hub.config().limits.max_list_page;
     match crate::builtins::page_of(catalog, &page, max_page, |_| true) {

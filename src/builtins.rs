@@ -37,12 +37,14 @@ pub fn definitions() -> Vec<NewDefinition> {
         def(
             "list",
             "The operations the caller may call, each with its active registration count, \
-             a page at a time: pass the answer's `next` as `after` for the next page.",
+             a page at a time: pass the answer's `next` as `after` for the next page. \
+             `namespace` keeps the operations of that namespace and those below it.",
             Some(json!({
                 "type": ["object", "null"],
                 "properties": {
                     "limit": {"type": "integer", "minimum": 1},
-                    "after": {"type": "string"}
+                    "after": {"type": "string"},
+                    "namespace": {"type": "string"}
                 }
             })),
         ),
@@ -184,6 +186,9 @@ pub struct PageRequest {
     pub after: Option<String>,
     /// Definitions on the page; `None` is `limits.max_list_page`.
     pub limit: Option<usize>,
+    /// Only the definitions of this namespace and the namespaces below it
+    /// (`files` keeps `files.read` and `files.dir.list`, not `filesystem.x`).
+    pub namespace: Option<String>,
 }
 
 impl PageRequest {
@@ -206,7 +211,25 @@ impl PageRequest {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(invalid("after must be a string (the `next` of a page)")),
         };
-        Ok(PageRequest { after, limit })
+        let namespace = match input.get("namespace") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(invalid("namespace must be a string")),
+        };
+        Ok(PageRequest {
+            after,
+            limit,
+            namespace,
+        })
+    }
+
+    /// Whether `entry` is in the requested namespace (always, without one).
+    fn in_namespace(&self, entry: &Entry) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| {
+            let id = entry.definition.id.as_str();
+            id.strip_prefix(ns)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
     }
 
     /// The page size, checked against `max` (`limits.max_list_page`).
@@ -243,7 +266,13 @@ pub fn page_of(
     keep: impl Fn(&Entry) -> bool,
 ) -> Result<Value, CallError> {
     let size = page.size(max_page)?;
-    let found = catalog.page(page.after.as_deref(), size, keep);
+    // A namespace's ids sort together, after the namespace itself.
+    let after = match (&page.after, &page.namespace) {
+        (Some(after), Some(ns)) if after.as_str() < ns.as_str() => Some(ns.as_str()),
+        (None, Some(ns)) => Some(ns.as_str()),
+        (after, _) => after.as_deref(),
+    };
+    let found = catalog.page(after, size, |e| page.in_namespace(e) && keep(e));
     let page = OperationPage {
         operations: found.entries.iter().map(|e| view(e)).collect(),
         next: found.next.map(|next| next.to_string()),

@@ -384,12 +384,13 @@ async fn list_operations(
     let Ok(Query(query)) = query else {
         return error_response(CallError::new(
             ErrorCode::ValidationError,
-            "the query accepts `limit` (a positive integer) and `after` (the `next` of a page)",
+            "the query accepts `limit` (a positive integer), `after` (the `next` of a page) and `namespace`",
         ));
     };
     let page = builtins::PageRequest {
         after: query.after,
         limit: query.limit,
+        namespace: query.namespace,
     };
     // At start-up, list once every stored definition is in.
     hub.dispatcher().catalog().wait_loaded().await;
@@ -404,7 +405,7 @@ async fn list_operations(
     }
 }
 
-/// `GET /v1/operations?limit=&after=`; no other parameter is accepted.
+/// `GET /v1/operations?limit=&after=&namespace=`; no other parameter is accepted.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -415,6 +416,8 @@ struct ListQuery {
     limit: Option<usize>,
     /// The `next` of the previous page.
     after: Option<String>,
+    /// Only this namespace's operations and those of the namespaces below it.
+    namespace: Option<String>,
 }
 
 /// `GET /v1/plugins`: every plugin with its world, version, status and

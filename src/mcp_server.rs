@@ -384,18 +384,33 @@ impl ServerHandler for Tools {
         )
     }
 
+    /// The tools in name order, `limits.max_list_page` a page; the cursor
+    /// is the last name of the previous page.
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let identity = identity(&cx.extensions)?;
         let entries = callable(self.catalog(), &identity);
-        let tools = unambiguous(&entries)
+        let mut named = unambiguous(&entries);
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let after = request.and_then(|r| r.cursor);
+        let page = self.hub.config().limits.max_list_page.max(1);
+        let mut rest = named
             .into_iter()
+            .filter(|(name, _)| after.as_deref().is_none_or(|a| name.as_ref() > a));
+        let tools: Vec<Tool> = rest
+            .by_ref()
+            .take(page)
             .map(|(name, e)| tool(e, name))
             .collect();
-        Ok(ListToolsResult::with_all_items(tools))
+        let mut result = ListToolsResult::with_all_items(Vec::new());
+        if rest.next().is_some() {
+            result.next_cursor = tools.last().map(|t| t.name.to_string());
+        }
+        result.tools = tools;
+        Ok(result)
     }
 
     async fn call_tool(

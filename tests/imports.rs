@@ -889,13 +889,13 @@ async fn arrays_forms_and_multipart_bodies_reach_fastapi_as_it_expects() {
     let out = client
         .call(
             "forms.search",
-            json!({"kind": "a b", "tags": ["x", "y z"], "limit": null}),
+            json!({"kind": "a b", "tags": ["x", "y z"], "limit": null, "session_id": "s 1;x"}),
         )
         .await
         .unwrap();
     assert_eq!(
         out["data"],
-        json!({"kind": "a b", "tags": ["x", "y z"], "limit": null, "accept": "application/json, */*;q=0.1"})
+        json!({"kind": "a b", "tags": ["x", "y z"], "limit": null, "accept": "application/json, */*;q=0.1", "session": "s%201%3Bx"})
     );
 
     // A form body.

@@ -19,6 +19,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 /// The Python client, spoken to over its stdin and stdout.
 struct McpClient {
+    /// How many `tools/list` pages the last listing took.
+    pages: u64,
     /// The protocol revision the client and the hub agreed on.
     version: String,
     _child: Child,
@@ -48,6 +50,7 @@ impl McpClient {
             .unwrap();
         McpClient {
             version: String::new(),
+            pages: 0,
             stdin: child.stdin.take().unwrap(),
             lines: BufReader::new(child.stdout.take().unwrap()).lines(),
             _child: child,
@@ -68,6 +71,7 @@ impl McpClient {
         let event = self.next().await;
         assert_eq!(event["event"], "tools", "{event}");
         self.version = event["version"].as_str().unwrap_or_default().to_owned();
+        self.pages = event["pages"].as_u64().unwrap_or_default();
         event["tools"]
             .as_array()
             .unwrap()
@@ -164,7 +168,8 @@ fn text(result: &Value, block: usize) -> &str {
 /// Lists, calls, access and list changes, for one connection mode of the
 /// Python client.
 async fn serves_tools_and_follows_spokes(mode: &str, version: &str) {
-    let mut hub = hub().await;
+    // Two tools a page: the client follows `nextCursor` (limits.max_list_page).
+    let mut hub = common::hub_with(|c| c.limits.max_list_page = 2).await;
     let _alpha = alpha(&hub).await;
     let token = hub.token(PrincipalKind::Client, "agent", &[]).await;
     let mut client = McpClient::start(&hub, &token, mode).await;
@@ -182,6 +187,7 @@ async fn serves_tools_and_follows_spokes(mode: &str, version: &str) {
         ],
         "the scoped and the internal operation stay hidden"
     );
+    assert_eq!(client.pages, 3, "five tools, two a page");
     let echo = &tools["alpha.echo"];
     assert_eq!(echo["description"], "Echoes its text.");
     assert_eq!(echo["inputSchema"]["properties"]["text"]["type"], "string");

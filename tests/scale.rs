@@ -99,6 +99,37 @@ async fn listings_come_in_pages_that_cover_everything_once() {
         .unwrap();
     assert_eq!(ids(&default["data"]).len(), 7);
 
+    // A namespace keeps its own operations and those below it, paged too.
+    let mut in_pages = Vec::new();
+    let mut path = "/v1/operations?namespace=pages&limit=6".to_owned();
+    loop {
+        let page = hub.http("GET", &path, Some(&token), None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let page = page.json();
+        in_pages.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/operations?namespace=pages&limit=6&after={next}"),
+            None => break,
+        }
+    }
+    let only_pages: Vec<String> = (0..20).map(|i| format!("pages.op{i:02}")).collect();
+    assert_eq!(in_pages, only_pages);
+    let prefix = hub
+        .http("GET", "/v1/operations?namespace=pag", Some(&token), None)
+        .await;
+    assert!(
+        ids(&prefix.json()).is_empty(),
+        "a namespace is whole segments"
+    );
+    let hub_ops = client
+        .call("hub.operations.list", json!({"namespace": "hub"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&hub_ops["data"]),
+        ["hub.operations.get", "hub.operations.list"]
+    );
+
     // Bad pages are refused by name.
     let over = hub
         .http("GET", "/v1/operations?limit=8", Some(&token), None)

@@ -239,6 +239,7 @@ impl Runner {
         let mut path = binding.path.clone();
         let mut query: Vec<(String, String)> = Vec::new();
         let mut headers = Vec::new();
+        let mut cookies = Vec::new();
         for param in &binding.params {
             // A null is an absent parameter, never the text `null`.
             let Some(value) = input.get(param.property()).filter(|v| !v.is_null()) else {
@@ -261,6 +262,7 @@ impl Runner {
                     path = path.replace(&format!("{{{}}}", param.name), &text)
                 }
                 ParamIn::Query => query.extend(serialize::query(param, value)),
+                ParamIn::Cookie => cookies.push(serialize::cookie(param, value)),
                 ParamIn::Header => {
                     headers.push((param.name.clone(), serialize::header(param, value)))
                 }
@@ -289,7 +291,10 @@ impl Runner {
         if let Some(auth) = &self.auth {
             request = apply_auth(request, auth)?;
         }
-        request = self.authenticate(binding, request).await?;
+        request = self.authenticate(binding, request, &mut cookies).await?;
+        if !cookies.is_empty() {
+            request = request.header(reqwest::header::COOKIE, cookies.join("; "));
+        }
         if let Some(deadline) = call.deadline {
             let left = deadline.saturating_sub(now_ms()).max(1);
             request = request.timeout(Duration::from_millis(left));
@@ -308,6 +313,7 @@ impl Runner {
         &self,
         binding: &HttpBinding,
         mut request: reqwest::RequestBuilder,
+        cookies: &mut Vec<String>,
     ) -> Result<reqwest::RequestBuilder, String> {
         let Some(alternatives) = binding.security.as_ref().filter(|a| !a.is_empty()) else {
             return Ok(request);
@@ -330,7 +336,6 @@ impl Runner {
                 needs.join(", or ")
             ));
         };
-        let mut cookies = Vec::new();
         for (name, scopes) in alternative {
             let secret = read_env(&self.credentials[name])?;
             request = match self.schemes.get(name) {
@@ -357,9 +362,6 @@ impl Runner {
                 Some(Scheme::Unsupported { why }) => return Err(format!("scheme {name}: {why}")),
                 None => return Err(format!("the document defines no security scheme {name}")),
             };
-        }
-        if !cookies.is_empty() {
-            request = request.header(reqwest::header::COOKIE, cookies.join("; "));
         }
         Ok(request)
     }

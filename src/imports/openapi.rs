@@ -29,6 +29,8 @@ pub enum ParamIn {
     Query,
     /// Sent as a request header.
     Header,
+    /// Sent in the `Cookie` header.
+    Cookie,
 }
 
 /// One parameter of a request.
@@ -69,6 +71,7 @@ impl ParamIn {
             ParamIn::Path => "path",
             ParamIn::Query => "query",
             ParamIn::Header => "header",
+            ParamIn::Cookie => "cookie",
         }
     }
 }
@@ -77,7 +80,7 @@ impl ParamIn {
 /// within a location (a later declaration of the same name and location
 /// replaces the earlier), but a path, a query and a header parameter may
 /// share one, and `body` is the JSON body's. The plain name goes to the
-/// first claimant in the order path, query, header (the body always keeps
+/// first claimant in the order path, query, header, cookie (the body always keeps
 /// `body`); every other parameter of that name becomes `{in}_{name}`
 /// (`query_id`, `header_body`). A renamed property that is still taken
 /// makes the operation unmappable.
@@ -551,8 +554,9 @@ fn operation(
             Some("path") => ParamIn::Path,
             Some("query") => ParamIn::Query,
             Some("header") => ParamIn::Header,
-            // Cookies are left out: the hub does not keep cookies per caller.
-            Some("cookie") => continue,
+            // The caller gives the value, as for any parameter: the hub
+            // keeps no cookies of its own.
+            Some("cookie") => ParamIn::Cookie,
             other => {
                 return Err(format!(
                     "parameter {pname} has an unknown location {other:?}"

@@ -37,7 +37,7 @@ fn explodes(param: &Param) -> bool {
 
 fn style(param: &Param) -> &str {
     param.style.as_deref().unwrap_or(match param.location {
-        ParamIn::Query => "form",
+        ParamIn::Query | ParamIn::Cookie => "form",
         ParamIn::Path | ParamIn::Header => "simple",
     })
 }
@@ -111,6 +111,26 @@ pub fn query(param: &Param, value: &Value) -> Vec<(String, String)> {
         (_, Value::Object(object)) => vec![(name.clone(), members(object, false, same).join(","))],
         (_, scalar) => vec![(name.clone(), text(scalar))],
     }
+}
+
+/// A cookie parameter as `name=value` (`form`, unexploded: an array
+/// `a,b`, an object `k,v`), the value percent-encoded where a cookie could
+/// not hold it (`;`, `,`, spaces, quotes, controls).
+pub fn cookie(param: &Param, value: &Value) -> String {
+    let text = match value {
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        Value::Object(object) => members(object, false, same).join(","),
+        scalar => text(scalar),
+    };
+    let mut encoded = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b';' | b'"' | b'\\' | b'%') {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{}={encoded}", param.name)
 }
 
 /// A header parameter's value.
@@ -289,6 +309,14 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(encode_segment("a b/c?"), "a%20b%2Fc%3F");
         assert_eq!(encode_segment("Ünï"), "%C3%9Cn%C3%AF");
+    }
+
+    #[test]
+    fn cookies_are_form_unexploded_and_cannot_end_early() {
+        let p = param(ParamIn::Cookie, None, None);
+        assert_eq!(cookie(&p, &json!("abc")), "id=abc");
+        assert_eq!(cookie(&p, &json!(["a", 1])), "id=a,1");
+        assert_eq!(cookie(&p, &json!("a b;c=d")), "id=a%20b%3Bc=d");
     }
 
     #[test]
