@@ -193,10 +193,7 @@ pub(crate) struct SessionList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The live WebSocket sessions.", body = SessionList),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn list_sessions(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
@@ -244,10 +241,7 @@ pub(crate) fn session_views(hub: &Hub) -> Vec<SessionView> {
         (status = 204, description = "Closed with code 1008 `closed by an operator`."),
         (status = 404, description = "`NOT_FOUND`: no live session of that id.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn close_session(
@@ -321,10 +315,7 @@ pub struct Removed {
             body = PrincipalList),
         (status = 404, description = "`NOT_FOUND`: not `spokes` or `clients`.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn list_principals(
@@ -393,10 +384,7 @@ fn grant_patterns() -> utoipa::openapi::schema::Array {
         (status = 404, description = "`NOT_FOUND`: not `spokes` or `clients`.", body = AdminErrorBody),
         (status = 409, description = "`ALREADY_EXISTS`: the id is taken.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn add_principal(
@@ -445,10 +433,7 @@ async fn add_principal(
             (4401) within `limits.revocation_check_ms`.", body = Removed),
         (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn remove_principal(
@@ -486,10 +471,7 @@ async fn remove_principal(
             close (4401)."),
         (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn disable_principal(
@@ -511,10 +493,7 @@ async fn disable_principal(
         (status = 204, description = "Enabled: its token authenticates again."),
         (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn enable_principal(
@@ -561,10 +540,7 @@ async fn set_enabled(
             and its sessions close (4401).", body = Rotated),
         (status = 404, description = "`NOT_FOUND`: no such spoke or client.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn rotate_token(
@@ -621,10 +597,7 @@ pub struct AuditPage {
         (status = 400, description = "`VALIDATION_ERROR`: a `limit` out of range or another query \
             parameter.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn list_audit(
@@ -657,10 +630,7 @@ async fn list_audit(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "As `GET /v1/plugins`.", body = HostStatus),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn list_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
@@ -687,10 +657,7 @@ pub struct Reloaded {
         (status = 200, description = "Every changed file of the plugins folder loaded now.",
             body = Reloaded),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn reload_plugins(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
@@ -727,10 +694,7 @@ pub struct Lifted {
             zero.", body = Lifted),
         (status = 404, description = "`NOT_FOUND`: no version of it is loaded.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn lift_quarantine(
@@ -773,10 +737,7 @@ async fn lift_quarantine(
         (status = 200, description = "`alkhub.toml` as the hub runs it, every key present (see \
             `alkhub config defaults`), with the database URL's password and every value of \
             `[plugins.settings]` masked.", body = Object),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn effective_config(State(hub): State<Hub>, headers: HeaderMap) -> Answer {
@@ -830,10 +791,7 @@ struct PageQuery {
             as `GET /v1/operations`.", body = crate::builtins::OperationPage),
         (status = 400, description = "`VALIDATION_ERROR`: a `limit` out of range or another query \
             parameter.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn list_operations(
@@ -903,10 +861,7 @@ pub struct AdminOperation<'a> {
             providers.", body = AdminOperation),
         (status = 404, description = "`NOT_FOUND`: no such operation.", body = AdminErrorBody),
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
     )
 )]
 async fn get_operation(
@@ -1125,10 +1080,7 @@ fn is_http_url(url: &str) -> bool {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every import, by name.", body = ImportList),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
     )
 )]
@@ -1290,10 +1242,7 @@ async fn serve_again(hub: &Hub, done: &ImportDone) -> Result<(), AdminError> {
             body = AdminErrorBody),
         (status = 409, description = "`ALREADY_EXISTS`: a definition belongs to a spoke or another \
             import.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
     )
 )]
@@ -1335,10 +1284,7 @@ async fn add_import(State(hub): State<Hub>, headers: HeaderMap, body: axum::body
         (status = 404, description = "`NOT_FOUND`: no such import.", body = AdminErrorBody),
         (status = 409, description = "`ALREADY_EXISTS`: a definition belongs to a spoke or another \
             import.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
     )
 )]
@@ -1400,10 +1346,7 @@ pub struct ImportRemoved {
     responses(
         (status = 200, description = "Removed.", body = ImportRemoved),
         (status = 404, description = "`NOT_FOUND`: no such import.", body = AdminErrorBody),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = AdminErrorBody),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = AdminErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 500, description = "`UNKNOWN_ERROR`: the database failed.", body = AdminErrorBody),
     )
 )]

@@ -271,10 +271,7 @@ pub struct SnapshotEvent {
     responses(
         (status = 200, description = "A `snapshot` event now and every second (protocol 5.9).",
             body = SnapshotEvent, content_type = "text/event-stream"),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or one that is not valid.",
-            body = crate::openapi::AdminError),
-        (status = 403, description = "`ACCESS_DENIED`: the principal lacks the admin scope.",
-            body = crate::openapi::AdminError),
+        crate::openapi::AdminRefusals,
         (status = 429, description = "`OVERLOADED`: limits.max_sse_streams or its per-principal share.",
             body = crate::openapi::AdminError),
     )

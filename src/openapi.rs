@@ -161,6 +161,17 @@ pub struct AdminError {
     pub message: String,
 }
 
+/// What every admin route answers a caller without the admin scope.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminRefusals {
+    /// `UNAUTHENTICATED`: no token, or one that is not valid.
+    #[response(status = 401)]
+    Unauthenticated(AdminError),
+    /// `ACCESS_DENIED`: the principal lacks the admin scope.
+    #[response(status = 403)]
+    Denied(AdminError),
+}
+
 /// The codes of the admin API's errors.
 #[derive(ToSchema)]
 #[schema(rename_all = "SCREAMING_SNAKE_CASE")]
