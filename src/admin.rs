@@ -762,21 +762,6 @@ async fn effective_config(State(hub): State<Hub>, headers: HeaderMap) -> Answer 
     Ok(Json(value).into_response())
 }
 
-/// `GET /v1/admin/operations?limit=&after=`; no other parameter is accepted.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct PageQuery {
-    /// The `next` of the previous page.
-    after: Option<String>,
-    /// Definitions on the page: 1 to `limits.max_list_page` (1000), which is
-    /// also the default.
-    #[param(minimum = 1)]
-    limit: Option<usize>,
-    /// Only this namespace's operations and those of the namespaces below it.
-    namespace: Option<String>,
-}
-
 /// Every definition, whoever may call it, a page at a time (as
 /// `GET /v1/operations` pages).
 #[utoipa::path(
@@ -784,7 +769,7 @@ struct PageQuery {
     path = "/v1/admin/operations",
     operation_id = "admin_list_operations",
     tag = "admin",
-    params(PageQuery),
+    params(crate::http::ListQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of every definition, whoever may call it, shaped \
@@ -797,7 +782,7 @@ struct PageQuery {
 async fn list_operations(
     State(hub): State<Hub>,
     headers: HeaderMap,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    query: Result<Query<crate::http::ListQuery>, QueryRejection>,
 ) -> Answer {
     admin(&hub, &headers).await?;
     let query = query_of(query, "the query accepts `limit` and `after`")?;

@@ -405,19 +405,20 @@ async fn list_operations(
     }
 }
 
-/// `GET /v1/operations?limit=&after=&namespace=`; no other parameter is accepted.
+/// `?limit=&after=&namespace=` of `GET /v1/operations` and
+/// `GET /v1/admin/operations`; no other parameter is accepted.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     /// Definitions on the page: 1 to `limits.max_list_page` (1000), which is
     /// also the default.
     #[param(minimum = 1)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// The `next` of the previous page.
-    after: Option<String>,
+    pub(crate) after: Option<String>,
     /// Only this namespace's operations and those of the namespaces below it.
-    namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
 }
 
 /// `GET /v1/plugins`: every plugin with its world, version, status and
