@@ -66,12 +66,16 @@ impl Default for ImportsConfig {
 pub struct AdminConfig {
     /// The scope a principal needs to use `/v1/admin`.
     pub scope: String,
+    /// At most this many sessions and this many operations go into one
+    /// snapshot of the dashboard's event stream (the counts stay whole).
+    pub dashboard_rows: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             scope: "admin".into(),
+            dashboard_rows: 500,
         }
     }
 }
@@ -642,6 +646,9 @@ max_namespaces = 200
 # The scope a principal needs to use the admin API (/v1/admin): grant it
 # with `alkhub client add NAME --scopes admin`.
 scope = "admin"
+# Sessions and operations listed in one snapshot of the dashboard's event
+# stream (the first by session id and by operation id; counts stay whole).
+dashboard_rows = 500
 
 [imports]
 # How often (ms) a running hub reads the imports table, to serve at once

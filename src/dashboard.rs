@@ -35,10 +35,6 @@ pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// The window calls per second, the error rate and p99 are measured over.
 pub const FIGURES_WINDOW: Duration = Duration::from_secs(10);
 
-/// At most this many sessions and operations go into one snapshot (the
-/// first by session id and by operation id); the counts are always whole.
-pub const SNAPSHOT_ROWS: usize = 500;
-
 const INDEX: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
 const STYLE: &str = include_str!("../ui/app.css");
@@ -181,7 +177,11 @@ struct OperationRow {
     in_flight: u64,
 }
 
+/// At most `admin.dashboard_rows` sessions and operations go into a
+/// snapshot (the first by session id and by operation id); the counts are
+/// always whole.
 fn snapshot_of(hub: &Hub, window: &VecDeque<(Instant, CallTotals)>) -> Snapshot {
+    let rows = hub.config().admin.dashboard_rows;
     let sessions = session_views(hub);
     let count = |kind| sessions.iter().filter(|s| s.kind == kind).count();
     let counts_spokes = count(PrincipalKind::Spoke);
@@ -199,7 +199,7 @@ fn snapshot_of(hub: &Hub, window: &VecDeque<(Instant, CallTotals)>) -> Snapshot 
     };
     let operations = served
         .into_iter()
-        .take(SNAPSHOT_ROWS)
+        .take(rows)
         .map(|e| OperationRow {
             id: e.definition.id.clone(),
             providers: e
@@ -240,7 +240,7 @@ fn snapshot_of(hub: &Hub, window: &VecDeque<(Instant, CallTotals)>) -> Snapshot 
             p99_ms: last.quantile_since(first, 0.99),
             window_seconds: seconds,
         },
-        sessions: sessions.into_iter().take(SNAPSHOT_ROWS).collect(),
+        sessions: sessions.into_iter().take(rows).collect(),
         operations,
         plugins: hub.plugins().status(),
         imports: Vec::new(),

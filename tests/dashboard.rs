@@ -151,9 +151,15 @@ async fn the_dashboard_follows_a_spoke_its_calls_and_closes_its_session_in_a_rea
 
 #[tokio::test]
 async fn the_event_stream_needs_the_admin_scope_and_counts_against_the_stream_limit() {
-    let hub = common::hub_with(|c| c.limits.max_sse_streams_per_principal = 1).await;
+    let hub = common::hub_with(|c| {
+        c.limits.max_sse_streams_per_principal = 1;
+        c.admin.dashboard_rows = 1;
+    })
+    .await;
     let admin = hub.token(PrincipalKind::Client, "ops", &["admin"]).await;
     let plain = hub.token(PrincipalKind::Client, "app", &[]).await;
+    let _first = hub.client("first", &[]).await;
+    let _second = hub.client("second", &[]).await;
     let url = format!("http://{}/v1/admin/events", hub.addr);
     let http = reqwest::Client::new();
     let anonymous = http.get(&url).send().await.unwrap();
@@ -178,6 +184,9 @@ async fn the_event_stream_needs_the_admin_scope_and_counts_against_the_stream_li
     let data: serde_json::Value =
         serde_json::from_str(event.split_once("data: ").unwrap().1).unwrap();
     assert_eq!(data["counts"]["spokes"], 0);
+    // admin.dashboard_rows bounds the rows, never the counts.
+    assert_eq!(data["counts"]["clients"], 2);
+    assert_eq!(data["sessions"].as_array().unwrap().len(), 1, "{data}");
     assert_eq!(data["calls"]["counted"], true);
     assert!(data["plugins"]["plugins"].is_array(), "{data}");
 
