@@ -1178,6 +1178,7 @@ async fn save_and_serve(hub: &Hub, add: AddImport) -> Result<ImportDone, AdminEr
             let config = crate::imports::mcp::McpConfig {
                 command: None,
                 args: Vec::new(),
+                env: Default::default(),
                 url: Some(url),
                 ca_cert: add.ca_cert,
                 tools: Default::default(),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -54,6 +54,8 @@ use crate::protocol::{ErrorCode, Identity, OperationType, PrincipalKind};
 use crate::server::Hub;
 use crate::store::Source;
 
+mod oauth;
+
 /// The longest tool name MCP allows.
 const MAX_TOOL_NAME: usize = 128;
 
@@ -81,39 +83,63 @@ pub fn router(hub: Hub, stop: CancellationToken) -> Router {
         config.with_allowed_hosts(settings.allowed_hosts.clone())
     };
     let for_sessions = hub.clone();
+    let sessions = Arc::new(Sessions::new(
+        settings.max_sessions,
+        settings.max_sessions_per_principal,
+    ));
     let service = StreamableHttpService::new(
         move || Ok(Tools::new(for_sessions.clone())),
-        Arc::new(Sessions::new(
-            settings.max_sessions,
-            settings.max_sessions_per_principal,
-        )),
+        sessions.clone(),
         config,
     );
+    let guard = Guard { hub, sessions };
     Router::new()
         .route_service("/mcp", service)
         // route_layer: the bearer check guards `/mcp` only, not the merged
         // router's fallback (an unknown path is a 404, not a 401).
-        .route_layer(middleware::from_fn_with_state(hub, authenticate))
+        .route_layer(middleware::from_fn_with_state(guard, authenticate))
+        .merge(oauth::router())
+}
+
+/// What [`authenticate`] checks requests against.
+#[derive(Clone)]
+struct Guard {
+    hub: Hub,
+    sessions: Arc<Sessions>,
 }
 
 /// Lets through requests with a valid bearer token, their identity attached,
-/// and answers an `initialize` that [`Sessions`] refused.
-async fn authenticate(State(hub): State<Hub>, mut request: Request, next: Next) -> Response {
+/// that name no session or one of their own principal's; answers an
+/// `initialize` that [`Sessions`] refused.
+async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
+    let hub = &guard.hub;
     if hub.is_shutting_down() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is shutting down");
     }
-    let identity = match identify(&hub, request.headers()).await {
+    let identity = match identify(hub, request.headers()).await {
         Ok(Some(identity)) => identity,
-        Ok(None) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "/mcp needs a bearer token (Authorization: Bearer TOKEN)",
-            )
-        }
-        Err(e) => return refuse(StatusCode::UNAUTHORIZED, &e.message),
+        Ok(None) => return oauth::unauthenticated(None),
+        Err(e) => return oauth::unauthenticated(Some(&e.message)),
     };
+    let principal = principal_key(&identity);
+    // A session is its opener's: another principal naming it is told it
+    // does not exist, as for an id never issued (the MCP spec's 404).
+    let session = request.headers().get(SESSION_HEADER);
+    if let Some(id) = session.and_then(|v| v.to_str().ok()) {
+        let owner = guard.sessions.owner(id);
+        // rmcp would accept a DELETE of a session it does not have.
+        let unknown = owner.is_none() && request.method() == axum::http::Method::DELETE;
+        if unknown || owner.is_some_and(|owner| owner != principal) {
+            return oauth::json_error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::UnknownError,
+                "no MCP session with that Mcp-Session-Id: it ended, or it was never opened \
+                 with this token; initialize a new one",
+            );
+        }
+    }
     let opener = Opener {
-        principal: principal_key(&identity),
+        principal,
         refused: Arc::default(),
     };
     let refused = opener.refused.clone();
@@ -129,18 +155,11 @@ async fn authenticate(State(hub): State<Hub>, mut request: Request, next: Next) 
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
-    let code = if status == StatusCode::UNAUTHORIZED {
-        ErrorCode::Unauthenticated
-    } else {
-        ErrorCode::UnknownError
-    };
-    (
-        status,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(json!({"code": code, "message": message})),
-    )
-        .into_response()
+    oauth::json_error(status, ErrorCode::UnknownError, message)
 }
+
+/// The header naming a streamable HTTP session.
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// `spoke:ID` or `client:ID`: whose sessions are counted together.
 fn principal_key(identity: &Identity) -> String {
@@ -212,9 +231,10 @@ enum SessionsError {
 struct Sessions {
     inner: LocalSessionManager,
     quota: Quota,
-    // The slot each open session holds; dropping it gives the slot back.
-    // A std lock: held for one map operation, never across an await.
-    open: Mutex<HashMap<SessionId, Permit>>,
+    // Each open session's principal and the slot it holds (dropping the
+    // permit gives the slot back). A std lock: held for one map operation,
+    // never across an await.
+    open: Mutex<HashMap<SessionId, (String, Permit)>>,
 }
 
 impl Sessions {
@@ -224,6 +244,12 @@ impl Sessions {
             quota: Quota::new(max_total, max_per_principal),
             open: Mutex::default(),
         }
+    }
+
+    /// Whose the open session `id` is (`spoke:ID` or `client:ID`).
+    fn owner(&self, id: &str) -> Option<String> {
+        let open = self.open.lock().unwrap();
+        open.get(id).map(|(principal, _)| principal.clone())
     }
 
     /// A slot for a session about to open for `principal`, or which limit
@@ -262,7 +288,10 @@ impl SessionManager for Sessions {
             }
         };
         let (id, transport) = self.inner.create_session().await?;
-        self.open.lock().unwrap().insert(id.clone(), permit);
+        self.open
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (principal, permit));
         Ok((id, transport))
     }
 

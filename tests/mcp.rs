@@ -97,17 +97,18 @@ async fn an_mcp_server_over_stdio_is_imported_served_and_followed_across_restart
     let script = server_script();
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("server.pid");
-    // A wrapper that records the server's pid (exec keeps it), so the test can kill it.
+    // A wrapper that records the server's pid (exec keeps it), so the test
+    // can kill it; the pid file's path reaches it through the import's env.
     let config = McpConfig {
         command: Some("bash".into()),
         args: vec![
             "-c".into(),
             format!(
-                "echo $$ > {}; exec node {} stdio",
-                pidfile.display(),
+                "echo $$ > \"$PIDFILE\"; exec node {} stdio",
                 script.display()
             ),
         ],
+        env: [("PIDFILE".to_owned(), pidfile.display().to_string())].into(),
         url: None,
         ca_cert: None,
         tools: Default::default(),
@@ -196,6 +197,7 @@ async fn an_mcp_server_over_streamable_http_is_imported_and_served() {
     let config = McpConfig {
         command: None,
         args: Vec::new(),
+        env: Default::default(),
         url: Some(format!("http://127.0.0.1:{port}/mcp")),
         ca_cert: None,
         tools: Default::default(),

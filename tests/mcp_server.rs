@@ -276,14 +276,103 @@ async fn scopes_show_more_and_a_token_is_required() {
         let r = hub.http("POST", "/mcp", bad, Some(&initialize)).await;
         assert_eq!(r.status, 401, "{}", r.body);
         assert_eq!(r.json()["code"], "UNAUTHENTICATED", "{}", r.body);
+        let headers = r.headers.to_ascii_lowercase();
         assert!(
-            r.headers
-                .to_ascii_lowercase()
-                .contains("www-authenticate: bearer"),
+            headers.contains("www-authenticate: bearer realm=\"alkhub\""),
+            "{headers}"
+        );
+        // RFC 6750: a wrong token is an invalid_token; a missing one is not.
+        assert_eq!(
+            headers.contains("error=\"invalid_token\""),
+            bad.is_some(),
+            "{headers}"
+        );
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("alkhub client add"),
             "{}",
-            r.headers
+            r.body
         );
     }
+}
+
+#[tokio::test]
+async fn oauth_discovery_is_answered_so_clients_start_no_oauth_flow() {
+    let hub = hub().await;
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-authorization-server/mcp",
+        "/.well-known/openid-configuration",
+        "/.well-known/openid-configuration/mcp",
+        "/mcp/.well-known/openid-configuration",
+        "/register",
+        "/authorize?response_type=code&client_id=x",
+        "/token",
+    ] {
+        for method in ["GET", "POST"] {
+            // No token: discovery is what a client does before it has one.
+            let r = hub.http(method, path, None, Some("{}")).await;
+            assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+            let body = r.json();
+            assert_eq!(body["error"], "invalid_request", "{method} {path}: {body}");
+            let description = body["error_description"].as_str().unwrap();
+            assert!(
+                description.contains("not an OAuth authorization server"),
+                "{method} {path}: {description}"
+            );
+        }
+    }
+    // Other unknown paths stay plain 404s.
+    let r = hub
+        .http("GET", "/.well-known/security.txt", None, None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert!(!r.body.contains("OAuth"), "{}", r.body);
+
+    let off = common::hub_with(|c| c.mcp.enabled = false).await;
+    let r = off
+        .http("GET", "/.well-known/oauth-protected-resource", None, None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert!(
+        !r.body.contains("OAuth"),
+        "without /mcp nothing is said: {}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_session_is_closed_by_delete_only_by_its_own_principal() {
+    let hub = hub().await;
+    let a = hub.token(PrincipalKind::Client, "a", &[]).await;
+    let b = hub.token(PrincipalKind::Client, "b", &[]).await;
+    let (status, session, _) = initialize(&hub, &a).await;
+    assert_eq!(status, 200);
+    let session = session.expect("a session id");
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+
+    // Another principal naming the session is told it does not exist.
+    for method in ["POST", "DELETE"] {
+        let body = if method == "POST" { list.as_str() } else { "" };
+        let (status, _, answer) = mcp_request(&hub, method, &b, Some(&session), body).await;
+        assert_eq!(status, 404, "{method}: {answer}");
+        assert!(answer.contains("Mcp-Session-Id"), "{answer}");
+    }
+    // It still is a's: the DELETE above closed nothing.
+    let (status, _, answer) = mcp_request(&hub, "DELETE", &a, Some(&session), "").await;
+    assert_eq!(status, 202, "{answer}");
+    // Once closed, it is gone for its owner too (MCP: 404 for an ended session).
+    let (status, _, answer) = mcp_request(&hub, "DELETE", &a, Some(&session), "").await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, _, answer) = mcp_request(&hub, "POST", &a, Some(&session), &list).await;
+    assert_eq!(status, 404, "{answer}");
+    // A DELETE naming no session cannot say which to end.
+    let (status, _, answer) = mcp_request(&hub, "DELETE", &a, None, "").await;
+    assert!(status == 400 || status == 405, "{status} {answer}");
 }
 
 /// A spoke `id` serving one query `namespace.name` that answers `id`.

@@ -69,6 +69,11 @@ pub enum ImportCommand {
         /// An argument of the command (repeat for several).
         #[arg(long = "arg", allow_hyphen_values = true)]
         args: Vec<String>,
+        /// KEY=VALUE set in the command's environment (repeat for several),
+        /// over the hub's own, which it inherits. Values are stored with the
+        /// import: leave secrets in the hub's environment.
+        #[arg(long = "env", requires = "command")]
+        env: Vec<alkhub::imports::mcp::EnvSetting>,
         /// The server's streamable HTTP endpoint.
         #[arg(long)]
         url: Option<String>,
@@ -157,12 +162,14 @@ pub async fn import(
             name,
             command,
             args,
+            env,
             url,
             ca_cert,
         } => {
             let config = alkhub::imports::mcp::McpConfig {
                 command,
                 args,
+                env: env.into_iter().map(|e| (e.key, e.value)).collect(),
                 url,
                 ca_cert: ca_pem(ca_cert)?,
                 tools: Default::default(),

@@ -39,6 +39,10 @@ pub struct McpConfig {
     /// Its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Variables set in the command's environment, over the hub's own
+    /// (which it inherits).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
     /// A streamable HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -49,6 +53,39 @@ pub struct McpConfig {
     /// Operation name → tool name.
     #[serde(default)]
     pub tools: BTreeMap<String, String>,
+}
+
+/// One `--env KEY=VALUE` of a stdio MCP import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSetting {
+    /// The variable's name.
+    pub key: String,
+    /// Its value, stored with the import.
+    pub value: String,
+}
+
+impl std::str::FromStr for EnvSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let Some((key, value)) = text.split_once('=') else {
+            return Err(format!("invalid --env {text:?}: use KEY=VALUE"));
+        };
+        if !super::is_env_name(key) {
+            return Err(format!(
+                "invalid --env {text:?}: the name {key:?} must be letters, digits and '_', not starting with a digit"
+            ));
+        }
+        if value.contains('\0') {
+            return Err(format!(
+                "invalid --env {key}=...: the value holds a NUL byte"
+            ));
+        }
+        Ok(EnvSetting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
 }
 
 /// Receives the server's notifications.
@@ -90,7 +127,7 @@ async fn connect(config: &McpConfig, listener: Listener) -> anyhow::Result<Sessi
         bail!("an MCP import needs --command or --url");
     };
     let cmd = tokio::process::Command::new(command).configure(|c| {
-        c.args(&config.args);
+        c.args(&config.args).envs(&config.env);
     });
     let (transport, _stderr) = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::null())
@@ -398,5 +435,25 @@ async fn call_tool(
             format!("tool {tool}: {}", describe(&e)),
             None,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EnvSetting;
+
+    #[test]
+    fn env_settings_name_a_variable_and_keep_the_value_as_given() {
+        let e: EnvSetting = "API_BASE=http://localhost:1/a=b".parse().unwrap();
+        assert_eq!(
+            (e.key.as_str(), e.value.as_str()),
+            ("API_BASE", "http://localhost:1/a=b")
+        );
+        let empty: EnvSetting = "QUIET=".parse().unwrap();
+        assert_eq!(empty.value, "");
+        for bad in ["NOVALUE", "=x", "1ST=x", "A-B=x", "A B=x", "A=\0"] {
+            let err = bad.parse::<EnvSetting>().unwrap_err();
+            assert!(err.starts_with("invalid --env"), "{bad:?}: {err}");
+        }
     }
 }

@@ -63,16 +63,21 @@ pub enum Auth {
     },
 }
 
+/// Whether `name` can name an environment variable here: letters, digits
+/// and `_`, not starting with a digit.
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 impl std::str::FromStr for Auth {
     type Err = String;
 
     /// `bearer:ENV_VAR`, `header:NAME:ENV_VAR` or `basic:ENV_VAR`.
     fn from_str(text: &str) -> Result<Self, String> {
         let env_name = |v: &str| -> Result<String, String> {
-            let valid = !v.is_empty()
-                && !v.starts_with(|c: char| c.is_ascii_digit())
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if valid {
+            if is_env_name(v) {
                 Ok(v.to_owned())
             } else {
                 Err(format!(
