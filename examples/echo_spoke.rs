@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use alkhub::peer::{spec, PeerBuilder};
+use alkhub::peer::{spec, Backoff, PeerBuilder};
 use alkhub::protocol::OperationType;
 use serde_json::json;
 
@@ -32,6 +32,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }));
 
+    // Connected until stopped: after a hub restart or a network failure it
+    // connects again (with backoff) and declares its operations again.
     let spoke = PeerBuilder::new(&url, token)
         .name("echo example")
         .operation(echo, |req| async move { Ok(req.input) })
@@ -44,9 +46,8 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         })
-        .connect()
-        .await?;
-    let welcome = spoke.welcome();
+        .keep_connected(Backoff::default());
+    let welcome = spoke.connected().await?.welcome();
     for r in &welcome.registrations {
         println!(
             "serving {} (declared as {})",
@@ -57,8 +58,8 @@ async fn main() -> anyhow::Result<()> {
         println!("rejected {}: {} {}", r.operation_id, r.code, r.message);
     }
     tokio::select! {
-        code = spoke.closed() => println!("the hub closed the connection ({code})"),
-        _ = tokio::signal::ctrl_c() => spoke.close(),
+        why = spoke.ended() => println!("stopped: {why}"),
+        _ = tokio::signal::ctrl_c() => spoke.stop(),
     }
     Ok(())
 }

@@ -1316,10 +1316,12 @@ fn normalize_output(output: &RawValue, operation_id: &str) -> Box<RawValue> {
         None
     };
     let data = match probe {
-        Some(EnvelopeProbe { meta: Some(_), .. }) => return output.to_owned(),
+        // `meta: null` is no meta: the caller always gets one (4.4).
         Some(EnvelopeProbe {
-            data: Some(data),
-            meta: None,
+            meta: Some(meta), ..
+        }) if meta.get() != "null" => return output.to_owned(),
+        Some(EnvelopeProbe {
+            data: Some(data), ..
         }) => Some(data),
         // Not an object, or an object with neither member: all of it is the data.
         _ => Some(output),
@@ -1358,6 +1360,14 @@ mod tests {
         assert_eq!(normalized(r#"{"rows":3}"#)["data"], json!({"rows": 3}));
         assert_eq!(normalized("[1, 2]")["data"], json!([1, 2]));
         assert_eq!(normalized("7")["data"], json!(7));
-        assert_eq!(normalized(r#"{"data":5,"meta":null}"#)["meta"], Value::Null);
+        let filled = normalized(r#"{"data":5,"meta":null}"#);
+        assert_eq!(
+            (filled["data"].clone(), filled["meta"]["source"].clone()),
+            (json!(5), json!("local"))
+        );
+        assert_eq!(
+            normalized(r#"{"meta":null}"#)["data"],
+            json!({"meta": null})
+        );
     }
 }

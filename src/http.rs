@@ -327,6 +327,16 @@ fn error_response(error: CallError) -> Response {
 }
 
 /// `{code, message, details?}`, the error body of protocol section 5.
+/// The data of an SSE `error` event: the error body with `details`
+/// always present, `null` when there are none (protocol 5.3).
+fn sse_error_data(error: &CallError) -> String {
+    let mut body = error_body(error);
+    if body.get("details").is_none() {
+        body["details"] = serde_json::Value::Null;
+    }
+    body.to_string()
+}
+
 fn error_body(error: &CallError) -> serde_json::Value {
     let mut body = json!({"code": error.code, "message": error.message});
     if let Some(details) = &error.details {
@@ -781,9 +791,7 @@ fn event_stream(
                         (Event::default().event("completed").data("{}"), Next::End)
                     }
                     Some(CallEvent::Error(e)) => (
-                        Event::default()
-                            .event("error")
-                            .data(error_body(&e).to_string()),
+                        Event::default().event("error").data(sse_error_data(&e)),
                         Next::End,
                     ),
                     // The reader fell more than limits.max_outbound_bytes
@@ -796,9 +804,7 @@ fn event_stream(
                             "slow consumer: the stream fell more than limits.max_outbound_bytes behind",
                         );
                         (
-                            Event::default()
-                                .event("error")
-                                .data(error_body(&error).to_string()),
+                            Event::default().event("error").data(sse_error_data(&error)),
                             Next::End,
                         )
                     }

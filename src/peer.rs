@@ -121,6 +121,7 @@ enum Handler {
 }
 
 /// Configures a peer before it connects.
+#[derive(Clone)]
 pub struct PeerBuilder {
     url: String,
     token: String,
@@ -276,6 +277,168 @@ impl PeerBuilder {
     }
 }
 
+/// How [`PeerBuilder::keep_connected`] waits between attempts: `initial`
+/// after the first failure, doubled after each further one up to `max`,
+/// back to `initial` once a connection has lasted 5 s. Each wait is shortened
+/// by up to a quarter at random, so that spokes cut off together (a hub
+/// restart) do not all come back in the same instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// 250 ms, doubling up to 30 s.
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after `failures` failed attempts in a row (at least one).
+    fn wait(&self, failures: u32) -> Duration {
+        let full = self
+            .initial
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(self.max);
+        let mut byte = [0u8; 1];
+        let _ = getrandom::fill(&mut byte);
+        full - full.mul_f64(f64::from(byte[0]) / 255.0 / 4.0)
+    }
+}
+
+/// Close codes after which a kept connection stops instead of reconnecting:
+/// the token is refused (4401) or a newer session of the same spoke took
+/// over (4409); coming back would be refused again, or take over back.
+const FINAL_CLOSE_CODES: [u16; 2] = [4401, 4409];
+
+/// How long a connection must last for the next failure to wait only
+/// [`Backoff::initial`] again.
+const STABLE_CONNECTION: Duration = Duration::from_secs(5);
+
+/// A peer that [`PeerBuilder::keep_connected`] reconnects, declaring its
+/// operations again each time, until the hub refuses its token, another
+/// session supersedes it, or [`KeptPeer::stop`].
+pub struct KeptPeer {
+    current: watch::Receiver<Option<Peer>>,
+    ended: watch::Receiver<Option<PeerError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KeptPeer {
+    /// The connected peer, waiting for a connection when there is none;
+    /// the error that ended the peer for good once it has ended.
+    pub async fn connected(&self) -> Result<Peer, PeerError> {
+        let mut current = self.current.clone();
+        let mut ended = self.ended.clone();
+        loop {
+            if let Some(e) = ended.borrow().clone() {
+                return Err(e);
+            }
+            if let Some(peer) = current.borrow_and_update().clone() {
+                if peer.close_code().is_none() {
+                    return Ok(peer);
+                }
+            }
+            tokio::select! {
+                changed = current.changed() => if changed.is_err() { return Err(PeerError::closed()) },
+                _ = ended.changed() => {}
+            }
+        }
+    }
+
+    /// The peer of the current connection, if one is up.
+    pub fn current(&self) -> Option<Peer> {
+        self.current
+            .borrow()
+            .clone()
+            .filter(|p| p.close_code().is_none())
+    }
+
+    /// Waits until the peer has ended for good, and says why: close code
+    /// 4401 or 4409 (`CONNECTION_CLOSED`), or the hub's refusal of `hello`.
+    pub async fn ended(&self) -> PeerError {
+        let mut ended = self.ended.clone();
+        let error = match ended.wait_for(Option::is_some).await {
+            Ok(e) => e.clone(),
+            Err(_) => None,
+        };
+        error.unwrap_or_else(PeerError::closed)
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub fn stop(&self) {
+        self.task.abort();
+        if let Some(peer) = self.current.borrow().as_ref() {
+            peer.close();
+        }
+    }
+}
+
+impl Drop for KeptPeer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl PeerBuilder {
+    /// Connects, and connects again whenever the connection ends (a hub
+    /// restart, a network failure, a heartbeat timeout), waiting by
+    /// `backoff` between attempts and declaring the builder's operations
+    /// again each time. It stops for good on close code 4401 or 4409, or
+    /// when `hello` is refused. Operations added later with
+    /// [`Peer::register`] or [`Peer::add_operation`] belong to one
+    /// connection and are not declared again.
+    pub fn keep_connected(self, backoff: Backoff) -> KeptPeer {
+        let (current_tx, current) = watch::channel(None::<Peer>);
+        let (ended_tx, ended) = watch::channel(None);
+        let task = tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                match self.clone().connect().await {
+                    Ok(peer) => {
+                        let welcomed = std::time::Instant::now();
+                        current_tx.send_replace(Some(peer.clone()));
+                        let code = peer.closed().await;
+                        // A connection that lasted starts the waits over; one
+                        // closed at once (a session cap, say) counts as a failure.
+                        if welcomed.elapsed() >= STABLE_CONNECTION {
+                            failures = 0;
+                        }
+                        if FINAL_CLOSE_CODES.contains(&code) {
+                            let mut e = PeerError::new(
+                                "CONNECTION_CLOSED",
+                                format!("the hub closed the connection with code {code}"),
+                            );
+                            e.details = Some(json!({"closeCode": code}));
+                            ended_tx.send_replace(Some(e));
+                            return;
+                        }
+                    }
+                    Err(e) if e.code == "UNAUTHENTICATED" => {
+                        ended_tx.send_replace(Some(e));
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                failures += 1;
+                tokio::time::sleep(backoff.wait(failures)).await;
+            }
+        });
+        KeptPeer {
+            current,
+            ended,
+            task,
+        }
+    }
+}
+
 type Pending = mpsc::UnboundedSender<Result<Value, PeerError>>;
 /// A reply awaited by type (`welcome`, `registered`, `unregistered`).
 type AwaitedReply = (&'static str, oneshot::Sender<Result<Value, PeerError>>);
@@ -321,6 +484,25 @@ pub struct CallOptions {
     pub idle_timeout: Option<u64>,
     /// Routing metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+/// A query or mutation awaiting its answer. Dropped, it forgets the call,
+/// and sends `call.aborted` if no answer came (the caller stopped waiting).
+struct OpenCall<'a> {
+    peer: &'a Peer,
+    request_id: String,
+    answered: bool,
+}
+
+impl Drop for OpenCall<'_> {
+    fn drop(&mut self) {
+        let inner = &self.peer.inner;
+        inner.calls.lock().unwrap().remove(&self.request_id);
+        if !self.answered && inner.closed.borrow().is_none() {
+            self.peer
+                .send(frame("call.aborted", json!({"requestId": self.request_id})));
+        }
+    }
 }
 
 /// The results of a subscription as they arrive.
@@ -440,6 +622,12 @@ impl Peer {
         options: CallOptions,
     ) -> Result<Value, PeerError> {
         let (request_id, mut events) = self.start(operation_id, input, options);
+        // Dropping this future before the answer aborts the call.
+        let mut open = OpenCall {
+            peer: self,
+            request_id,
+            answered: false,
+        };
         let result = match events.recv().await {
             Some(Ok(Value::Null)) => Err(PeerError::new(
                 "EXECUTION_ERROR",
@@ -448,7 +636,7 @@ impl Peer {
             Some(result) => result,
             None => Err(PeerError::closed()),
         };
-        self.inner.calls.lock().unwrap().remove(&request_id);
+        open.answered = true;
         result
     }
 
@@ -689,12 +877,175 @@ impl Peer {
     }
 }
 
+/// Calls over HTTP (`docs/protocol.md` 5.2 and 5.3), for callers that
+/// keep no connection: `POST /v1/operations/{id}/call` and the SSE stream
+/// of `/subscribe`, with failures as [`PeerError`]s carrying the
+/// protocol's code, as over WebSocket.
+#[derive(Clone)]
+pub struct HttpCaller {
+    base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl HttpCaller {
+    /// A caller of the hub at `base` (`http://127.0.0.1:7700`), with a
+    /// bearer `token` (`None` calls anonymously, `public` operations only).
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
+        HttpCaller {
+            base: base.into().trim_end_matches('/').to_owned(),
+            token,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(
+        &self,
+        operation_id: &str,
+        verb: &str,
+        input: Value,
+        timeout_ms: Option<u64>,
+    ) -> Result<reqwest::Response, PeerError> {
+        let mut body = json!({"input": input});
+        if let Some(timeout) = timeout_ms {
+            body["timeoutMs"] = json!(timeout);
+        }
+        let mut request = self
+            .client
+            .post(format!("{}/v1/operations/{operation_id}/{verb}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            PeerError::new(
+                "CONNECTION_FAILED",
+                format!("cannot reach {}: {e}", self.base),
+            )
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(serde_json::from_slice::<Value>(&body)
+            .ok()
+            .filter(|v| v["code"].is_string())
+            .map(|v| error_of(&v))
+            .unwrap_or_else(|| {
+                PeerError::new(
+                    "UNKNOWN_ERROR",
+                    format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
+                )
+            }))
+    }
+
+    /// Calls a query or mutation; returns its output envelope. `timeout_ms`
+    /// is the call's deadline from now (the hub's default without it).
+    pub async fn call(
+        &self,
+        operation_id: &str,
+        input: Value,
+        timeout_ms: Option<u64>,
+    ) -> Result<Value, PeerError> {
+        let response = self.post(operation_id, "call", input, timeout_ms).await?;
+        let body = response.bytes().await.map_err(|e| {
+            PeerError::new("CONNECTION_CLOSED", format!("the answer was cut off: {e}"))
+        })?;
+        serde_json::from_slice(&body)
+            .map_err(|e| PeerError::new("PROTOCOL_ERROR", format!("the answer is not JSON: {e}")))
+    }
+
+    /// Subscribes; the events arrive through [`HttpSubscription::next`].
+    /// Dropping it closes the stream, which aborts the call.
+    pub async fn subscribe(
+        &self,
+        operation_id: &str,
+        input: Value,
+        timeout_ms: Option<u64>,
+    ) -> Result<HttpSubscription, PeerError> {
+        let response = self
+            .post(operation_id, "subscribe", input, timeout_ms)
+            .await?;
+        Ok(HttpSubscription {
+            response,
+            buffer: Vec::new(),
+            done: false,
+        })
+    }
+}
+
+/// The events of an HTTP subscription (an SSE stream).
+pub struct HttpSubscription {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl HttpSubscription {
+    /// The next result envelope; `None` after `completed` or an error.
+    pub async fn next(&mut self) -> Option<Result<Value, PeerError>> {
+        while !self.done {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let (name, data) = sse_event(&String::from_utf8_lossy(&event));
+                match name.as_str() {
+                    "responded" => {
+                        return Some(serde_json::from_str(&data).map_err(|e| {
+                            PeerError::new("PROTOCOL_ERROR", format!("an event is not JSON: {e}"))
+                        }))
+                    }
+                    "completed" => self.done = true,
+                    "error" => {
+                        self.done = true;
+                        let error = serde_json::from_str::<Value>(&data)
+                            .ok()
+                            .filter(|v| v["code"].is_string())
+                            .map(|v| error_of(&v))
+                            .unwrap_or_else(|| PeerError::new("PROTOCOL_ERROR", data));
+                        return Some(Err(error));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Ok(None) | Err(_) => {
+                    self.done = true;
+                    return Some(Err(PeerError::closed()));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The event name and data of one SSE event (its lines, LF-separated).
+fn sse_event(text: &str) -> (String, String) {
+    let mut name = String::from("message");
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("event:") {
+            name = value.trim_start().to_owned();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push(value.strip_prefix(' ').unwrap_or(value));
+        }
+    }
+    (name, data.join("\n"))
+}
+
 fn frame(kind: &str, payload: Value) -> String {
     json!({"type": kind, "payload": payload}).to_string()
 }
 
 fn error_frame(request_id: &str, e: &PeerError) -> String {
-    let mut payload = json!({"requestId": request_id, "code": e.code, "message": e.message});
+    let mut payload = json!({"requestId": request_id, "message": e.message});
+    // No code: the hub reports EXECUTION_ERROR.
+    if !e.code.is_empty() {
+        payload["code"] = json!(e.code);
+    }
     if let Some(details) = &e.details {
         payload["details"] = details.clone();
     }
@@ -712,7 +1063,8 @@ fn error_of(payload: &Value) -> PeerError {
     }
 }
 
-/// A handler error with a code, for providers.
+/// A handler error with a code, for providers; an empty `code` sends none
+/// (the caller receives `EXECUTION_ERROR`).
 pub fn handler_error(code: &str, message: impl Into<String>) -> PeerError {
     PeerError::new(code, message)
 }
