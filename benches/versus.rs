@@ -28,16 +28,19 @@
 //! (before each measured run, default 1000), `VERSUS_NATS_SERVER` (the
 //! binary, default `/usr/sbin/nats-server` if present, else `nats-server`).
 
+#[path = "hub_process/mod.rs"]
+mod hub_process;
 mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alkhub::config::Config;
+use hub_process::NatsServer;
 
 /// The allocator the `alkhub` binary runs with, so that the in-process hub
 /// (and the relay beside it) measure as the shipped hub does.
@@ -150,60 +153,6 @@ impl Target {
 }
 
 // ---------------------------------------------------------------- NATS
-
-/// A `nats-server` child process, killed when dropped.
-struct NatsServer {
-    child: Child,
-    url: String,
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nats_binary() -> String {
-    std::env::var("VERSUS_NATS_SERVER").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server".into()
-        } else {
-            "nats-server".into()
-        }
-    })
-}
-
-async fn start_nats(binary: &str) -> NatsServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-    let server = NatsServer {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{binary} is not listening on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    server
-}
 
 /// R responders in one queue group, each on its own connection; returns
 /// the requester's client once every subscription is in place.
@@ -462,14 +411,14 @@ async fn main() {
     let warmup = Duration::from_millis(env_or("VERSUS_WARMUP_MS", 1000));
     let run = Duration::from_secs(secs);
 
-    let binary = nats_binary();
+    let binary = std::env::var("VERSUS_NATS_SERVER").unwrap_or_else(|_| NatsServer::binary());
     let version = Command::new(&binary)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    let nats = start_nats(&binary).await;
-    let nats_client = nats_system(&nats.url).await;
+    let nats = NatsServer::start_binary(&binary);
+    let nats_client = nats_system(&nats.url()).await;
 
     let (hub, hub_url, hub_token, _dir) = support::echo_hub(Config::default(), PROVIDERS).await;
 

@@ -100,6 +100,24 @@ impl Entry {
     }
 }
 
+/// Told of the changes this node's peers make to the catalog, so that a
+/// cluster ([`crate::cluster`]) can announce them to the other nodes.
+/// Called after the change, never under the catalog's lock.
+pub trait CatalogHooks: Send + Sync {
+    /// Registrations of one session were published: per item its
+    /// operation id, its provider, and whether the definition is new or
+    /// changed.
+    fn published(&self, connection: &Arc<Connection>, items: &[(Arc<str>, Arc<Provider>, bool)]);
+    /// A session's providers left the catalog (all of them, or `only` these
+    /// registrations).
+    fn removed(&self, session_id: u64, only: Option<&[Arc<str>]>);
+    /// A definition was deleted.
+    fn definition_removed(&self, id: &str);
+    /// A spoke's session started here: its sessions elsewhere are
+    /// superseded (one session per spoke holds across nodes).
+    fn spoke_attached(&self, connection: &Arc<Connection>);
+}
+
 /// Entries one write-lock hold changes at most during a bulk change.
 pub const WRITE_CHUNK: usize = 64;
 
@@ -113,6 +131,8 @@ pub struct Catalog {
     generation: Arc<watch::Sender<u64>>,
     // False while the stored definitions are still being loaded (start-up).
     loaded: Arc<watch::Sender<bool>>,
+    // Set once in cluster mode.
+    hooks: Arc<OnceLock<Arc<dyn CatalogHooks>>>,
 }
 
 impl Default for Catalog {
@@ -122,6 +142,7 @@ impl Default for Catalog {
             inner: Arc::default(),
             generation: Arc::default(),
             loaded: Arc::new(watch::Sender::new(true)),
+            hooks: Arc::default(),
         }
     }
 }
@@ -438,6 +459,46 @@ impl Catalog {
         }
     }
 
+    /// Sets the hooks told of this node's changes; only the first call counts.
+    pub fn set_hooks(&self, hooks: Arc<dyn CatalogHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    /// The provider of `session_id` that declared `pre_remap_id`, with its
+    /// entry: the registration a call forwarded from another node names.
+    pub fn provider_of(&self, session_id: u64, pre_remap_id: &str) -> Option<(Arc<Entry>, usize)> {
+        let inner = self.inner.read().unwrap();
+        let find = |entry: &Arc<Entry>| {
+            entry
+                .providers
+                .iter()
+                .position(|p| {
+                    p.connection.session_id == session_id && &*p.pre_remap_id == pre_remap_id
+                })
+                .map(|i| (entry.clone(), i))
+        };
+        // Most operations keep their declared id: one probe.
+        if let Some(found) = inner.entries.get(pre_remap_id).and_then(find) {
+            return Some(found);
+        }
+        let provided = inner.sessions.get(&session_id)?;
+        provided
+            .operations
+            .iter()
+            .filter_map(|id| inner.entries.get(id))
+            .find_map(find)
+    }
+
+    /// The hooks, when set.
+    pub fn hooks(&self) -> Option<&Arc<dyn CatalogHooks>> {
+        self.hooks.get()
+    }
+
+    /// Removes a definition that another node deleted (nothing is announced).
+    pub fn forget_definition(&self, id: &str) {
+        self.remove_definition_inner(id);
+    }
+
     /// Adds or replaces a definition, keeping its providers. Its validator
     /// is compiled when a call first needs it.
     pub fn put_definition(&self, definition: Definition) {
@@ -493,19 +554,33 @@ impl Catalog {
     /// changed definitions), a chunk per lock hold. Returns, per item,
     /// whether it was published: nothing is once the session is closing.
     pub fn publish(&self, batch: Vec<Publish>) -> Vec<bool> {
+        let hooks = self.hooks.get();
+        let mut announced = Vec::new();
+        let connection = batch.first().map(|item| item.provider.connection.clone());
         let mut published = Vec::with_capacity(batch.len());
         let mut items = batch.into_iter().peekable();
         while items.peek().is_some() {
             let mut inner = self.inner.write().unwrap();
             for item in items.by_ref().take(WRITE_CHUNK) {
+                let changed = item.definition.is_some();
                 if let Some((definition, validator)) = item.definition {
                     inner.put(definition, validator);
                 }
                 let open = !item.provider.connection.is_closing();
-                published.push(open && inner.add(&item.operation_id, item.provider));
+                let provider = hooks.map(|_| item.provider.clone());
+                let landed = open && inner.add(&item.operation_id, item.provider);
+                if let (true, Some(provider)) = (landed, provider) {
+                    announced.push((item.operation_id.as_str().into(), provider, changed));
+                }
+                published.push(landed);
             }
         }
         self.changed();
+        if let (Some(hooks), Some(connection)) = (hooks, connection) {
+            if !announced.is_empty() {
+                hooks.published(&connection, &announced);
+            }
+        }
         published
     }
 
@@ -513,6 +588,13 @@ impl Catalog {
     /// registrations. Touches only the session's own entries, a chunk per
     /// lock hold.
     pub fn remove_session(&self, session_id: u64, only: Option<&[Arc<str>]>) {
+        self.remove_session_inner(session_id, only);
+        if let Some(hooks) = self.hooks.get() {
+            hooks.removed(session_id, only);
+        }
+    }
+
+    fn remove_session_inner(&self, session_id: u64, only: Option<&[Arc<str>]>) {
         let operations: Vec<Arc<str>> = {
             let mut inner = self.inner.write().unwrap();
             match only {
@@ -580,6 +662,13 @@ impl Catalog {
 
     /// Removes a definition and its providers.
     pub fn remove_definition(&self, id: &str) {
+        self.remove_definition_inner(id);
+        if let Some(hooks) = self.hooks.get() {
+            hooks.definition_removed(id);
+        }
+    }
+
+    fn remove_definition_inner(&self, id: &str) {
         let mut inner = self.inner.write().unwrap();
         let Some(old) = inner.entries.remove(id) else {
             return;

@@ -36,6 +36,55 @@ pub struct Config {
     pub admin: AdminConfig,
     /// How a running hub follows the imports table.
     pub imports: ImportsConfig,
+    /// Several hub nodes on one PostgreSQL database and one NATS server.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: off while `nats_url` is empty. See `docs/cluster.md`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The NATS server the nodes talk through (`nats://host:port`, with
+    /// `user:password@` when the server asks for it); empty: one node.
+    pub nats_url: String,
+    /// The first token of every NATS subject the nodes use; nodes of one
+    /// cluster share it, clusters on one NATS server differ in it.
+    pub subject_prefix: String,
+    /// A name for this node in logs and metrics; empty: its random id.
+    pub node_name: String,
+    /// How long a node's lease lasts (ms): a node silent for longer is
+    /// dead, and the others deactivate its registrations and end the calls
+    /// it carried.
+    pub lease_ms: u64,
+    /// How often (ms) a node renews its lease and looks for dead nodes.
+    pub heartbeat_ms: u64,
+    /// Bytes of frames one link to another node may hold unsent; past it
+    /// the link is dropped and the calls on it end with `PROVIDER_GONE`.
+    pub max_queued_bytes: usize,
+    /// Remote providers one node keeps at most (sessions on other nodes,
+    /// each with its registrations); announcements past it are ignored.
+    pub max_remote_sessions: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: String::new(),
+            subject_prefix: "alkhub".to_owned(),
+            node_name: String::new(),
+            lease_ms: 5_000,
+            heartbeat_ms: 1_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_remote_sessions: 100_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether cluster mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.nats_url.trim().is_empty()
+    }
 }
 
 /// `[imports]`
@@ -659,6 +708,25 @@ poll_ms = 2000
 # (it lists the tools, waiting as long); one that does not is reconnected to,
 # its operations answering NO_PROVIDER meanwhile.
 mcp_health_ms = 5000
+
+[cluster]
+# Several hub nodes on one PostgreSQL database (docs/cluster.md). Off while
+# nats_url is empty; on, every node names the same NATS server and database.
+nats_url = ""
+# First token of every NATS subject the nodes use; one per cluster.
+subject_prefix = "alkhub"
+# This node's name in logs and metrics; empty: its random node id.
+node_name = ""
+# A node that has not renewed its lease for this long (ms) is dead: the
+# others deactivate its registrations and end the calls it carried.
+lease_ms = 5000
+# How often (ms) a node renews its lease and looks for dead nodes.
+heartbeat_ms = 1000
+# Bytes of frames a link to another node may hold unsent; past it the link
+# is dropped and its calls end with PROVIDER_GONE.
+max_queued_bytes = 67108864
+# Sessions on other nodes this node keeps as remote providers, at most.
+max_remote_sessions = 100000
 
 [remap]
 # Namespaces whose operations belong to one spoke each: the spoke id is

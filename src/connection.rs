@@ -41,6 +41,9 @@ pub struct Connection {
     pub provides: Option<Vec<String>>,
     /// When the session started, ms since the Unix epoch.
     pub connected_at_ms: u64,
+    /// Set when this stands for a peer on another node of a cluster
+    /// ([`crate::cluster`]): its frames travel over NATS.
+    pub remote: Option<Remote>,
     out: mpsc::UnboundedSender<Outbound>,
     // Bytes of text frames queued and not yet taken by the writer; shared
     // with the receiving end, which subtracts what it takes.
@@ -66,6 +69,16 @@ pub(crate) struct OpenCalls {
     pub gone: bool,
 }
 
+/// Where the peer a [`Connection`] stands for lives, when on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// The node's id.
+    pub node: Arc<str>,
+    /// The peer's session number on that node (0 for the link that carries
+    /// the node's calls to this one).
+    pub session: u64,
+}
+
 impl Connection {
     /// A connection and the receiving end of its outbound queue, which may
     /// hold at most `budget` bytes of frames not yet written.
@@ -75,6 +88,47 @@ impl Connection {
         labels: BTreeMap<String, String>,
         budget: usize,
         provides: Option<Vec<String>>,
+    ) -> (Arc<Self>, OutboundQueue) {
+        Self::build(
+            session_id,
+            identity,
+            labels,
+            budget,
+            provides,
+            now_ms(),
+            None,
+        )
+    }
+
+    /// A connection standing for a peer on another node, which connected at
+    /// `connected_at_ms`; the receiving end forwards its frames there.
+    pub fn new_remote(
+        session_id: u64,
+        identity: Identity,
+        labels: BTreeMap<String, String>,
+        budget: usize,
+        connected_at_ms: u64,
+        remote: Remote,
+    ) -> (Arc<Self>, OutboundQueue) {
+        Self::build(
+            session_id,
+            identity,
+            labels,
+            budget,
+            None,
+            connected_at_ms,
+            Some(remote),
+        )
+    }
+
+    fn build(
+        session_id: u64,
+        identity: Identity,
+        labels: BTreeMap<String, String>,
+        budget: usize,
+        provides: Option<Vec<String>>,
+        connected_at_ms: u64,
+        remote: Option<Remote>,
     ) -> (Arc<Self>, OutboundQueue) {
         let (out, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -86,7 +140,8 @@ impl Connection {
             identity_json,
             labels,
             provides,
-            connected_at_ms: now_ms(),
+            connected_at_ms,
+            remote,
             out,
             queued: queued.clone(),
             budget,

@@ -414,20 +414,7 @@ impl Dispatcher {
                 ),
             ));
         }
-        let deadline = match request.deadline_ms {
-            Some(at) => {
-                let now = now_ms();
-                if at <= now {
-                    return Err(CallError::new(
-                        ErrorCode::Timeout,
-                        "the call's deadline has already passed",
-                    ));
-                }
-                // A deadline past what an `Instant` can hold is none at all.
-                Instant::now().checked_add(Duration::from_millis(at - now))
-            }
-            None => None,
-        };
+        let deadline = deadline_of(request.deadline_ms)?;
         // The provider receives exactly what the validator judged: the
         // parsed input written out again, not the caller's text (which may
         // hold duplicate keys or numbers the parser read differently).
@@ -446,6 +433,74 @@ impl Dispatcher {
         };
         self.forward(caller, identity, &entry, provider, &request, input, arrival)
             .map(Some)
+    }
+
+    /// Starts a call that another node of the cluster checked and routed
+    /// to `entry.providers[chosen]`, a provider of this node: no access
+    /// check, validation, rate limit or routing again; the caller is that
+    /// node's link, under the other node's id for the call.
+    pub fn start_forwarded(
+        &self,
+        caller: Caller,
+        identity: &Identity,
+        entry: &Entry,
+        chosen: usize,
+        request: CallRequest<'_>,
+    ) -> Result<u64, CallError> {
+        let started = Instant::now();
+        if self.shared.draining.load(Ordering::Acquire) {
+            return Err(CallError::new(
+                ErrorCode::ProviderGone,
+                "the provider's node is shutting down",
+            ));
+        }
+        if let Caller::Connection {
+            connection,
+            request_id,
+        } = &caller
+        {
+            if connection
+                .calls
+                .lock()
+                .unwrap()
+                .calling
+                .contains_key(request_id)
+            {
+                return Err(CallError::new(
+                    ErrorCode::ProtocolError,
+                    format!(
+                        "the other node's call {} is already open here",
+                        protocol::clip(request_id)
+                    ),
+                ));
+            }
+        }
+        let deadline = deadline_of(request.deadline_ms)?;
+        let arrival = Arrival {
+            parent: None,
+            deadline,
+            started,
+        };
+        let input = request.input;
+        self.forward(
+            caller,
+            Some(identity),
+            entry,
+            chosen,
+            &request,
+            input,
+            arrival,
+        )
+    }
+
+    /// The connection serving the open call the hub sent as `request_id`.
+    pub fn provider_of_call(&self, request_id: &str) -> Option<Arc<Connection>> {
+        let id = parse_hub_id(request_id)?;
+        self.shard(id)
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|c| c.provider.clone())
     }
 
     /// Checks the call's `parentRequestId`: the parent must be open and
@@ -1030,6 +1085,23 @@ pub fn event_frame(request_id: &str, event: &CallEvent) -> String {
             },
         ),
     }
+}
+
+/// A call's absolute deadline (ms since the Unix epoch) as an `Instant`;
+/// `TIMEOUT` when it has already passed.
+fn deadline_of(deadline_ms: Option<u64>) -> Result<Option<Instant>, CallError> {
+    let Some(at) = deadline_ms else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    if at <= now {
+        return Err(CallError::new(
+            ErrorCode::Timeout,
+            "the call's deadline has already passed",
+        ));
+    }
+    // A deadline past what an `Instant` can hold is none at all.
+    Ok(Instant::now().checked_add(Duration::from_millis(at - now)))
 }
 
 fn parse_hub_id(request_id: &str) -> Option<u64> {

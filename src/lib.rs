@@ -27,6 +27,7 @@ pub mod admin;
 pub mod auth;
 pub mod builtins;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod crypto;

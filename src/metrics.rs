@@ -69,6 +69,12 @@ struct StateLabel {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+    name: String,
+}
+
 /// The counters of one namespace that every call of it touches.
 #[derive(Debug)]
 pub struct NamespaceStats {
@@ -351,6 +357,9 @@ pub struct Snapshot {
     pub db_errors: u64,
     /// Import providers by state (`up`, `down`).
     pub imports: Vec<(&'static str, u64)>,
+    /// In cluster mode: this node's id and name, and the sessions on other
+    /// nodes it holds as remote providers.
+    pub cluster: Option<(String, String, u64)>,
 }
 
 /// One plugin's figures at a scrape (they restart with each new version).
@@ -485,6 +494,24 @@ impl Snapshot {
             "Imported providers (OpenAPI, MCP) by state",
             imports,
         );
+        if let Some((node, name, remote)) = &self.cluster {
+            let info = Family::<NodeLabels, Gauge>::default();
+            info.get_or_create(&NodeLabels {
+                node: node.clone(),
+                name: name.clone(),
+            })
+            .set(1);
+            r.register(
+                "cluster_node",
+                "1, labelled with the id and name of the node that answers this scrape",
+                info,
+            );
+            r.register(
+                "cluster_remote_sessions",
+                "Sessions on other nodes this node holds as remote providers",
+                gauge(*remote),
+            );
+        }
         r
     }
 }

@@ -50,6 +50,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     imports: LiveImports,
     shutting_down: AtomicBool,
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 /// The caps on what peers may hold open at once (see `[limits]`).
@@ -174,12 +175,24 @@ impl Hub {
                 ("serving", serving_imports),
                 ("down", enabled_imports.saturating_sub(serving_imports)),
             ],
+            cluster: self.cluster().map(|c| {
+                (
+                    c.node().to_owned(),
+                    c.name().to_owned(),
+                    c.remote_sessions() as u64,
+                )
+            }),
         }
     }
 
     /// The caps on connections, HTTP calls and streams.
     pub fn quotas(&self) -> &Quotas {
         &self.shared.quotas
+    }
+
+    /// This node's cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.shared.cluster.get()
     }
 
     /// True once shutdown has begun: new sessions and calls are refused.
@@ -226,6 +239,7 @@ impl RunningHub {
             ("limits", started.limits != config.limits),
             ("remap", started.remap != config.remap),
             ("mcp", started.mcp != config.mcp),
+            ("cluster", started.cluster != config.cluster),
         ] {
             if differs {
                 let change = format!("[{section}] changed; it takes effect at the next start");
@@ -241,7 +255,8 @@ impl RunningHub {
 
     /// Graceful shutdown: stop accepting, give open calls the grace period,
     /// abort the rest, close every session with 1001, and leave every
-    /// registration inactive in the database. Returns by the hard deadline
+    /// registration inactive in the database (in a cluster, only this
+    /// node's, and the other nodes are told). Returns by the hard deadline
     /// (`shutdown_grace_ms + shutdown_hard_ms`) whatever is still open: a
     /// peer that never closes or a request body that never ends cannot hold
     /// it.
@@ -266,7 +281,11 @@ impl RunningHub {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         hub.sessions().flush_presence().await;
-        let left = hub.store().deactivate_all_registrations().await?;
+        let left = match hub.cluster() {
+            // Other nodes' registrations stay: only this node's go.
+            Some(cluster) => cluster.leave().await?,
+            None => hub.store().deactivate_all_registrations().await?,
+        };
         tracing::info!(deactivated = left, "registrations left inactive");
         let mut task = self.task;
         let remaining = hard.saturating_sub(started.elapsed());
@@ -294,6 +313,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
         let namespaces = config.remap.per_spoke_namespaces.clone();
         tokio::task::spawn_blocking(move || PluginHost::start(&plugins_config, namespaces))
     };
+    if config.cluster.enabled() && !config.database.url.starts_with("postgres") {
+        anyhow::bail!(
+            "[cluster] nats_url is set, and cluster mode needs PostgreSQL: set [database] url \
+             (or --database-url) to a postgres:// URL all nodes share, or leave cluster.nats_url empty"
+        );
+    }
     let store = Store::open(&config.database.url, config.database.max_connections).await?;
     tracing::info!(
         engine = store.engine(),
@@ -363,9 +388,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningHub> {
             metrics,
             imports: LiveImports::default(),
             shutting_down: AtomicBool::new(false),
+            cluster: std::sync::OnceLock::new(),
         }),
     };
     let (stop, stopped) = watch::channel(false);
+    if hub.config().cluster.enabled() {
+        let cluster = crate::cluster::Cluster::start(&hub, stopped.clone()).await?;
+        let _ = hub.shared.cluster.set(cluster);
+    }
     spawn_load(hub.clone());
     spawn_reset(hub.clone());
     spawn_cleanup(hub.clone(), stopped.clone());
@@ -482,7 +512,12 @@ fn spawn_reset(hub: Hub) {
         let instance = hub.registrar().instance().to_owned();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match hub.store().deactivate_other_runs(&instance).await {
+            // In a cluster, the rows of live nodes stay active.
+            let reset = match hub.cluster() {
+                Some(_) => hub.store().deactivate_dead_nodes_registrations().await,
+                None => hub.store().deactivate_other_runs(&instance).await,
+            };
+            match reset {
                 Ok(n) => {
                     tracing::info!(deactivated = n, "registrations of earlier runs inactive");
                     return;

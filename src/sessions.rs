@@ -136,6 +136,11 @@ impl SessionRegistry {
                 .insert(connection.session_id, (connection.clone(), origin));
             old
         };
+        if let (PrincipalKind::Spoke, Origin::Peer(_)) = (identity.kind, origin) {
+            if let Some(hooks) = self.shared.dispatcher.catalog().hooks() {
+                hooks.spoke_attached(connection);
+            }
+        }
         if let Some(old) = old {
             tracing::info!(spoke = %old.identity.id, old = old.session_id, new = connection.session_id, "session superseded");
             old.mark_superseded();
@@ -146,6 +151,37 @@ impl SessionRegistry {
             );
         }
         Ok(())
+    }
+
+    /// A session of spoke `id` started on another node at `connected_at_ms`:
+    /// this node's session of it, if older, is superseded (4409). Equal
+    /// times are settled by `newer_wins_tie`. Returns whether one was.
+    pub fn superseded_elsewhere(
+        &self,
+        id: &str,
+        connected_at_ms: u64,
+        newer_wins_tie: bool,
+    ) -> bool {
+        let old = {
+            let sessions = self.shared.sessions.lock().unwrap();
+            match sessions.spokes.get(id) {
+                Some(c)
+                    if c.connected_at_ms < connected_at_ms
+                        || (c.connected_at_ms == connected_at_ms && newer_wins_tie) =>
+                {
+                    c.clone()
+                }
+                _ => return false,
+            }
+        };
+        tracing::info!(spoke = %id, old = old.session_id, "session superseded by one on another node");
+        old.mark_superseded();
+        self.stop(
+            &old,
+            close::SUPERSEDED,
+            "superseded by a newer session of this spoke on another node",
+        );
+        true
     }
 
     /// Closes a session and takes it off the call path at once: after this,

@@ -349,3 +349,67 @@ pub fn get(path: &str, token: Option<&str>) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n")
         .into_bytes()
 }
+
+/// A `nats-server` of the test's own on a free loopback port, killed when
+/// dropped. Its binary: `ALKHUB_NATS_SERVER`, else `/usr/sbin/nats-server`
+/// when present, else `nats-server` on the PATH (CI installs Debian's).
+pub struct NatsServer {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl NatsServer {
+    /// The binary [`NatsServer::start`] runs.
+    pub fn binary() -> String {
+        std::env::var("ALKHUB_NATS_SERVER").unwrap_or_else(|_| {
+            if std::path::Path::new("/usr/sbin/nats-server").exists() {
+                "/usr/sbin/nats-server".to_owned()
+            } else {
+                "nats-server".to_owned()
+            }
+        })
+    }
+
+    /// Starts [`NatsServer::binary`] and waits until it accepts connections.
+    pub fn start() -> NatsServer {
+        Self::start_binary(&Self::binary())
+    }
+
+    /// Starts `binary` and waits until it accepts connections.
+    pub fn start_binary(binary: &str) -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {binary} ({e}); install Debian's nats-server"));
+        let server = NatsServer { child, port };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{binary} did not listen on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -14,6 +14,7 @@
 mod audit;
 mod declare;
 mod imports;
+mod nodes;
 mod operations;
 mod principals;
 mod registrations;
@@ -29,6 +30,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use audit::AuditEntry;
 pub use declare::{settle, Declaration, Declared, Declarer, Refused, DECLARE_CHUNK};
 pub use imports::{Import, ImportChanges, ImportKind};
+pub use nodes::LiveNode;
 pub use operations::{
     contract_difference, DefineOutcome, Definition, NewDefinition, Owner, OwnerKind, Source,
 };
