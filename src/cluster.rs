@@ -44,6 +44,9 @@ use crate::server::Hub;
 /// default `max_payload` of 1 MiB.
 const REGISTRATIONS_PER_MESSAGE: usize = 1_000;
 
+/// How long a stopping node waits for NATS (to say it leaves, to close).
+const LEAVE_NATS_WAIT: Duration = Duration::from_secs(2);
+
 /// What a node announces to the others on `<prefix>.catalog`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -316,23 +319,34 @@ impl Cluster {
     /// Leaves the cluster: the others forget this node's sessions, and the
     /// registrations it activated become inactive.
     pub async fn leave(&self) -> anyhow::Result<u64> {
+        let nats = &self.shared.nats;
         // Published directly: the announcement queue may still hold the
         // ends of this node's sessions, which the others no longer need.
+        // NATS may be unreachable: the others then find the lease lapsed.
         let down = Announcement::NodeDown {
             node: self.shared.node.to_string(),
         };
         let body = serde_json::to_vec(&down).expect("announcements serialize");
         let subject = format!("{}.catalog", self.shared.prefix);
-        if let Err(e) = self.shared.nats.publish(subject, body.into()).await {
-            tracing::warn!(error = %e, "cannot tell the other nodes that this one stops");
+        let told = tokio::time::timeout(LEAVE_NATS_WAIT, async {
+            nats.publish(subject, body.into()).await?;
+            nats.flush().await?;
+            anyhow::Ok(())
+        })
+        .await;
+        if !matches!(told, Ok(Ok(()))) {
+            tracing::warn!(
+                "cannot tell the other nodes that this one stops; they will find its lease lapsed"
+            );
         }
-        let _ = self.shared.nats.flush().await;
         let left = self
             .shared
             .hub
             .store()
             .leave_cluster(&self.shared.node)
             .await?;
+        // Nothing crosses nodes any more: close the NATS connection.
+        let _ = tokio::time::timeout(LEAVE_NATS_WAIT, nats.drain()).await;
         Ok(left)
     }
 
@@ -564,9 +578,13 @@ impl Cluster {
         let proxy = {
             let mut state = shared.state.lock().unwrap();
             let key = (node.clone(), session);
-            match state.remote.get(&key) {
-                Some(proxy) => proxy.clone(),
-                None if state.remote.len() >= shared.max_remote_sessions => {
+            // A closed one (its link overflowed) is replaced.
+            let open = state.remote.get(&key).filter(|p| !p.is_closing()).cloned();
+            match open {
+                Some(proxy) => proxy,
+                None if state.remote.len() >= shared.max_remote_sessions
+                    && !state.remote.contains_key(&key) =>
+                {
                     tracing::warn!(%node, session, limit = shared.max_remote_sessions, "remote session ignored: cluster.max_remote_sessions reached");
                     return;
                 }
@@ -946,6 +964,31 @@ impl CatalogHooks for Cluster {
     }
 
     fn spoke_attached(&self, connection: &Arc<Connection>) {
+        // The spoke's sessions elsewhere are older: their nodes end them
+        // when they hear of this one, and here they leave the catalog at
+        // once, so that this session may register what they provided (a
+        // dead node's sessions would otherwise stay until its lease lapses).
+        // On a tie, the session on the node with the greater id wins.
+        let me = &*self.shared.node;
+        let older: Vec<Arc<Connection>> = {
+            let mut state = self.shared.state.lock().unwrap();
+            let keys: Vec<(Arc<str>, u64)> = state
+                .remote
+                .iter()
+                .filter(|((node, _), proxy)| {
+                    proxy.identity.kind == PrincipalKind::Spoke
+                        && proxy.identity.id == connection.identity.id
+                        && (proxy.connected_at_ms, &**node) < (connection.connected_at_ms, me)
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.iter()
+                .filter_map(|key| state.remote.remove(key))
+                .collect()
+        };
+        for proxy in older {
+            self.drop_remote(&proxy);
+        }
         self.announce(Announcement::SpokeAttached {
             node: self.shared.node.to_string(),
             spoke: connection.identity.id.clone(),

@@ -124,6 +124,8 @@ enum Handler {
 #[derive(Clone)]
 pub struct PeerBuilder {
     url: String,
+    // More nodes of a cluster, which `keep_connected` tries in turn.
+    other_urls: Vec<String>,
     token: String,
     token_in_header: bool,
     name: Option<String>,
@@ -138,6 +140,7 @@ impl PeerBuilder {
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
         PeerBuilder {
             url: url.into(),
+            other_urls: Vec::new(),
             token: token.into(),
             token_in_header: false,
             name: None,
@@ -145,6 +148,14 @@ impl PeerBuilder {
             specs: Vec::new(),
             handlers: HashMap::new(),
         }
+    }
+
+    /// Another node of the same cluster (docs/cluster.md), at the same
+    /// path: [`PeerBuilder::keep_connected`] moves on to the next address
+    /// whenever connecting fails, and goes round them all.
+    pub fn other_url(mut self, url: impl Into<String>) -> Self {
+        self.other_urls.push(url.into());
+        self
     }
 
     /// Sends the token as `Authorization: Bearer` instead of in `hello`.
@@ -391,17 +402,24 @@ impl PeerBuilder {
     /// Connects, and connects again whenever the connection ends (a hub
     /// restart, a network failure, a heartbeat timeout), waiting by
     /// `backoff` between attempts and declaring the builder's operations
-    /// again each time. It stops for good on close code 4401 or 4409, or
-    /// when `hello` is refused. Operations added later with
+    /// again each time. A connection that fails moves on to the next of
+    /// [`PeerBuilder::other_url`], if any. It stops for good on close code
+    /// 4401 or 4409, or when `hello` is refused. Operations added later with
     /// [`Peer::register`] or [`Peer::add_operation`] belong to one
     /// connection and are not declared again.
     pub fn keep_connected(self, backoff: Backoff) -> KeptPeer {
         let (current_tx, current) = watch::channel(None::<Peer>);
         let (ended_tx, ended) = watch::channel(None);
+        let urls: Vec<String> = std::iter::once(self.url.clone())
+            .chain(self.other_urls.iter().cloned())
+            .collect();
         let task = tokio::spawn(async move {
             let mut failures = 0u32;
+            let mut at = 0;
             loop {
-                match self.clone().connect().await {
+                let mut attempt = self.clone();
+                attempt.url = urls[at % urls.len()].clone();
+                match attempt.connect().await {
                     Ok(peer) => {
                         let welcomed = std::time::Instant::now();
                         current_tx.send_replace(Some(peer.clone()));
@@ -425,7 +443,7 @@ impl PeerBuilder {
                         ended_tx.send_replace(Some(e));
                         return;
                     }
-                    Err(_) => {}
+                    Err(_) => at += 1,
                 }
                 failures += 1;
                 tokio::time::sleep(backoff.wait(failures)).await;

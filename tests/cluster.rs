@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alkhub::connection::now_ms;
-use alkhub::peer::{spec, CallOptions, Peer, PeerBuilder};
+use alkhub::peer::{spec, Backoff, CallOptions, Peer, PeerBuilder};
 use alkhub::protocol::OperationType;
 use common::{eventually, recv_within, Raw};
 use hub_process::{HubFiles, HubProcess, NatsServer};
@@ -154,49 +154,54 @@ struct Worker {
 /// A spoke serving `work.*`; its handlers report their ends (including
 /// aborts) on `ends`.
 async fn worker(url: String, token: String, ends: mpsc::UnboundedSender<String>) -> Worker {
+    let hangs = Arc::new(AtomicUsize::new(0));
+    let peer = worker_builder(url, token, ends, hangs.clone())
+        .connect()
+        .await
+        .unwrap();
+    Worker { peer, hangs }
+}
+
+/// The builder of [`worker`]'s spoke, counting `work.hang` calls in `hangs`.
+fn worker_builder(
+    url: String,
+    token: String,
+    ends: mpsc::UnboundedSender<String>,
+    hangs: Arc<AtomicUsize>,
+) -> PeerBuilder {
     let hang_ends = ends.clone();
     let tick_ends = ends;
-    let hangs = Arc::new(AtomicUsize::new(0));
-    let counted = hangs.clone();
-    let peer =
-        PeerBuilder::new(url, token)
-            .operation(
-                spec("work", "echo", OperationType::Query),
-                |req| async move {
-                    Ok(json!({"echo": req.input, "caller": req.identity.map(|i| i.id)}))
-                },
-            )
-            .operation(spec("work", "hang", OperationType::Query), move |req| {
-                let ends = hang_ends.clone();
-                counted.fetch_add(1, Ordering::SeqCst);
+    PeerBuilder::new(url, token)
+        .operation(spec("work", "echo", OperationType::Query), |req| async move {
+            Ok(json!({"echo": req.input, "caller": req.identity.map(|i| i.id)}))
+        })
+        .operation(spec("work", "hang", OperationType::Query), move |req| {
+            let ends = hang_ends.clone();
+            hangs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _guard = common::OnDrop::new(ends, format!("hang {}", req.request_id));
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(json!("too late"))
+            }
+        })
+        .subscription(
+            spec("work", "ticks", OperationType::Subscription),
+            move |req, emitter| {
+                let ends = tick_ends.clone();
                 async move {
-                    let _guard = common::OnDrop::new(ends, format!("hang {}", req.request_id));
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    Ok(json!("too late"))
-                }
-            })
-            .subscription(
-                spec("work", "ticks", OperationType::Subscription),
-                move |req, emitter| {
-                    let ends = tick_ends.clone();
-                    async move {
-                        let _guard = common::OnDrop::new(ends, format!("ticks {}", req.request_id));
-                        let count = req.input["count"].as_u64();
-                        for i in 0.. {
-                            if count.is_some_and(|c| i >= c) {
-                                break;
-                            }
-                            emitter.emit(json!(i));
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                    let _guard = common::OnDrop::new(ends, format!("ticks {}", req.request_id));
+                    let count = req.input["count"].as_u64();
+                    for i in 0.. {
+                        if count.is_some_and(|c| i >= c) {
+                            break;
                         }
-                        Ok(())
+                        emitter.emit(json!(i));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                },
-            )
-            .connect()
-            .await
-            .unwrap();
-    Worker { peer, hangs }
+                    Ok(())
+                }
+            },
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,9 +431,32 @@ async fn a_node_killed_with_calls_in_flight_fails_them_and_its_spoke_moves() {
     let mut nodes = Nodes::start(3).await;
     let (ends_tx, _ends) = mpsc::unbounded_channel();
     let token = nodes.token("spoke", "worker");
-    let worker_on_a = worker(nodes.node(0).spokes_url(), token.clone(), ends_tx.clone()).await;
+    // The worker knows node B too, and moves there once A is gone; the
+    // bystander does not come back.
+    let hangs = Arc::new(AtomicUsize::new(0));
+    let spoke = worker_builder(nodes.node(0).spokes_url(), token, ends_tx, hangs.clone())
+        .other_url(nodes.node(1).spokes_url())
+        .keep_connected(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        });
+    let on_a = spoke.connected().await.unwrap();
+    let _bystander = PeerBuilder::new(
+        nodes.node(0).spokes_url(),
+        nodes.token("spoke", "bystander"),
+    )
+    .operation(spec("idle", "op", OperationType::Query), |_| async {
+        Ok(Value::Null)
+    })
+    .connect()
+    .await
+    .unwrap();
     let client = nodes.client(2, "app").await;
     once_callable(&client, "work.echo", json!(1))
+        .await
+        .0
+        .unwrap();
+    once_callable(&client, "idle.op", Value::Null)
         .await
         .0
         .unwrap();
@@ -436,7 +464,7 @@ async fn a_node_killed_with_calls_in_flight_fails_them_and_its_spoke_moves() {
         .map(|_| common::spawn_call(&client, "work.hang", Value::Null))
         .collect();
     eventually("20 calls at the provider", || async {
-        worker_on_a.hangs.load(Ordering::SeqCst) == 20
+        hangs.load(Ordering::SeqCst) == 20
     })
     .await;
     let killed_at = Instant::now();
@@ -446,12 +474,11 @@ async fn a_node_killed_with_calls_in_flight_fails_them_and_its_spoke_moves() {
         assert_eq!(err.code, "PROVIDER_GONE", "{err:?}");
     }
     let answered = killed_at.elapsed();
-    drop(worker_on_a);
 
     // A's registrations are inactive within the lease (and a heartbeat).
     let bound = Duration::from_millis(LEASE_MS + 2 * NODE_HEARTBEAT_MS + 500);
     loop {
-        let statuses = nodes.statuses("work.echo").await;
+        let statuses = nodes.statuses("idle.op").await;
         if statuses.iter().all(|s| s == "inactive") {
             break;
         }
@@ -467,17 +494,26 @@ async fn a_node_killed_with_calls_in_flight_fails_them_and_its_spoke_moves() {
         killed_at.elapsed()
     );
 
-    // The spoke comes back on B and is served again; nothing defined is lost.
-    let _worker_on_b = worker(nodes.node(1).spokes_url(), token, ends_tx).await;
+    // The worker came back on B by itself and is served again; nothing
+    // defined is lost.
+    eventually("the worker connected again", || async {
+        spoke.current().is_some_and(|p| p.close_code().is_none())
+    })
+    .await;
+    assert_eq!(
+        on_a.close_code().map(|_| ()),
+        Some(()),
+        "the session on A ended"
+    );
     let (answer, _) = once_callable(&client, "work.echo", json!("again")).await;
     assert_eq!(answer.unwrap()["data"]["echo"], "again");
-    for id in ["work.echo", "work.hang"] {
+    for id in ["work.echo", "work.hang", "idle.op"] {
         assert!(
             nodes.db.store.get_operation(id).await.unwrap().is_some(),
             "{id} was lost"
         );
-        assert!(nodes.statuses(id).await.contains(&"active".to_owned()));
     }
+    assert_eq!(nodes.statuses("work.echo").await, vec!["active"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
