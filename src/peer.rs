@@ -910,6 +910,8 @@ impl HttpCaller {
     /// A caller of the hub at `base` (`http://127.0.0.1:7700`), with a
     /// bearer `token` (`None` calls anonymously, `public` operations only).
     pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
+        // reqwest is built without a TLS provider of its own.
+        crate::imports::tls::install_provider();
         HttpCaller {
             base: base.into().trim_end_matches('/').to_owned(),
             token,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alkhub::connection::now_ms;
-use alkhub::peer::{spec, Backoff, CallOptions, Peer, PeerBuilder};
+use alkhub::peer::{spec, Backoff, CallOptions, HttpCaller, Peer, PeerBuilder};
 use alkhub::protocol::OperationType;
 use common::{eventually, recv_within, Raw};
 use hub_process::{HubFiles, HubProcess, NatsServer};
@@ -240,6 +240,24 @@ async fn calls_cross_nodes_with_every_event_abort_deadline_and_cascade() {
         "{body}"
     );
 
+    // Over HTTP on node B too: a call, and a subscription as SSE.
+    let http = HttpCaller::new(
+        format!("http://{}", nodes.node(1).addr),
+        Some(token.clone()),
+    );
+    let answer = http.call("work.echo", json!({"n": 2}), None).await.unwrap();
+    assert_eq!(answer["data"]["echo"], json!({"n": 2}));
+    let mut events = http
+        .subscribe("work.ticks", json!({"count": 3}), None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        seen.push(event.unwrap()["data"].clone());
+    }
+    assert_eq!(seen, vec![json!(0), json!(1), json!(2)]);
+    assert!(recv_within(&mut ends).await.starts_with("ticks"));
+
     // A subscription with several events, then its completion.
     let mut ticks = client.subscribe("work.ticks", json!({"count": 5}), CallOptions::default());
     let mut seen = Vec::new();
@@ -412,6 +430,27 @@ async fn an_operation_registered_on_one_node_is_listed_and_callable_on_the_other
     let took = registered_at.elapsed();
     assert!(took < PROPAGATION, "took {took:?}");
     eprintln!("late.hello callable on nodes A and C {took:?} after it was registered on B");
+
+    // A second provider of late.hello on node C: the routing on node A
+    // sees both, and its choice is served wherever the provider lives.
+    let second = PeerBuilder::new(nodes.node(2).spokes_url(), nodes.token("spoke", "late2"))
+        .operation(spec("late", "hello", OperationType::Query), |_| async {
+            Ok(json!("from C"))
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let answer = clients[0].call("late.hello", json!(1)).await.unwrap();
+        served.insert(answer["data"].to_string());
+        if served.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(served.len(), 2, "only {served:?} answered");
+    second.close();
 
     // Unregistered on B: gone from the others' catalogs too.
     spoke.unregister(&["late.hello"]).await.unwrap();
