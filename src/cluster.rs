@@ -311,6 +311,25 @@ impl Cluster {
         &self.shared.name
     }
 
+    /// Whether this node serves import `name`, claiming it when nobody
+    /// live does (one node serves each import; the others reach it through
+    /// this node's announcement). `None` when the database did not answer.
+    pub async fn claim_import(&self, name: &str) -> Option<bool> {
+        match self
+            .shared
+            .hub
+            .store()
+            .claim_import(name, &self.shared.node)
+            .await
+        {
+            Ok(mine) => Some(mine),
+            Err(e) => {
+                tracing::warn!(import = %name, error = %e, "cannot claim the import");
+                None
+            }
+        }
+    }
+
     /// Other nodes' sessions this node holds as remote providers.
     pub fn remote_sessions(&self) -> usize {
         self.shared.state.lock().unwrap().remote.len()

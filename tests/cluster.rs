@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 const LEASE_MS: u64 = 2_000;
 /// `cluster.heartbeat_ms` of the test nodes.
 const NODE_HEARTBEAT_MS: u64 = 250;
+/// `imports.poll_ms` of the test nodes.
+const IMPORTS_POLL_MS: u64 = 250;
 /// How soon an operation registered on one node is callable on the others
 /// (docs/cluster.md).
 const PROPAGATION: Duration = Duration::from_secs(2);
@@ -46,6 +48,7 @@ impl Nodes {
         let config = format!(
             "[server]\nshutdown_grace_ms = 1000\n\n\
              [plugins]\ncache_dir = {:?}\n\n\
+             [imports]\npoll_ms = {IMPORTS_POLL_MS}\n\n\
              [cluster]\nnats_url = {:?}\nlease_ms = {LEASE_MS}\nheartbeat_ms = {NODE_HEARTBEAT_MS}\n",
             cache.path().display().to_string(),
             nats.url(),
@@ -688,4 +691,145 @@ async fn cluster_mode_refuses_sqlite_and_a_bad_subject_prefix_with_the_reason() 
         let (ok, _, stderr) = common::alkhub(dir.path(), &args);
         assert!(!ok && stderr.contains(&reason), "{stderr}");
     }
+}
+
+/// A loopback HTTP server answering every request with 200 and `{"pong":true}`.
+async fn pong_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                let body = r#"{"pong":true}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// The id of the node that answers `node`'s `/metrics`.
+async fn node_id(nodes: &Nodes, node: usize) -> String {
+    let token = nodes.token("client", "prometheus");
+    let request = hub_process::get("/metrics", Some(&token));
+    let (_, body) = hub_process::http_raw(
+        nodes.node(node).addr,
+        &request,
+        1 << 20,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let start = body
+        .find("alkhub_cluster_node{node=\"")
+        .expect("a cluster node metric")
+        + 26;
+    body[start..start + body[start..].find('"').unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_serves_an_import_and_another_takes_over_when_it_dies() {
+    let mut nodes = Nodes::start(3).await;
+    let upstream = pong_server().await;
+    let spec = nodes.files[0].dir.path().join("pong.json");
+    std::fs::write(
+        &spec,
+        json!({
+            "openapi": "3.0.3",
+            "info": {"title": "pong", "version": "1"},
+            "paths": {"/ping": {"get": {"operationId": "ping", "responses": {"200": {"description": "ok"}}}}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    nodes.files[0].cli(&[
+        "import",
+        "openapi",
+        spec.to_str().unwrap(),
+        "--namespace",
+        "pong",
+        "--base-url",
+        &upstream,
+    ]);
+    let ids = [
+        node_id(&nodes, 0).await,
+        node_id(&nodes, 1).await,
+        node_id(&nodes, 2).await,
+    ];
+
+    // Every node answers through the one that claimed the import.
+    let owner = || async {
+        nodes
+            .db
+            .store
+            .fetch_raw_strings("SELECT node FROM cluster_import_owners WHERE name = 'pong'")
+            .await
+            .unwrap()
+    };
+    let mut served = None;
+    for i in 0..3 {
+        let client = nodes.client(i, &format!("app{i}")).await;
+        let started = Instant::now();
+        loop {
+            match client.call("pong.ping", json!({})).await {
+                Ok(answer) => {
+                    assert_eq!(answer["data"], json!({"pong": true}));
+                    break;
+                }
+                Err(e) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "pong.ping on node {i}: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        let claimed = owner().await;
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        assert!(
+            served.get_or_insert(claimed[0].clone()) == &claimed[0],
+            "the import changed hands"
+        );
+    }
+    let served = served.unwrap();
+    assert_eq!(nodes.statuses("pong.ping").await, vec!["active"]);
+    let dying = ids
+        .iter()
+        .position(|id| *id == served)
+        .expect("the owner is a node");
+
+    // The owner dies: another node claims the import once the lease lapses.
+    nodes.nodes[dying].as_mut().unwrap().kill9();
+    let survivor = (dying + 1) % 3;
+    let client = nodes.client(survivor, "after").await;
+    let killed = Instant::now();
+    let bound =
+        Duration::from_millis(LEASE_MS + 2 * NODE_HEARTBEAT_MS + 2 * IMPORTS_POLL_MS + 2_000);
+    loop {
+        if let Ok(answer) = client.call("pong.ping", json!({})).await {
+            assert_eq!(answer["data"], json!({"pong": true}));
+            break;
+        }
+        assert!(killed.elapsed() < bound, "nobody took the import over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the import served again {:?} after its node was killed",
+        killed.elapsed()
+    );
+    let claimed = owner().await;
+    assert!(claimed.len() == 1 && claimed[0] != served, "{claimed:?}");
+    assert_eq!(nodes.statuses("pong.ping").await, vec!["active"]);
 }

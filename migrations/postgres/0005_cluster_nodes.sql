@@ -9,3 +9,12 @@ CREATE TABLE cluster_nodes (
     started_at  TIMESTAMPTZ NOT NULL,
     lease_until TIMESTAMPTZ NOT NULL
 );
+
+-- Which node serves each import (one at a time): a node claims an import
+-- whose owner is itself, or no longer live; a node that leaves drops its
+-- claims.
+CREATE TABLE cluster_import_owners (
+    name  TEXT PRIMARY KEY,
+    node  TEXT NOT NULL,
+    since TIMESTAMPTZ NOT NULL
+);

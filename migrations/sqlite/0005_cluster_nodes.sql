@@ -6,3 +6,9 @@ CREATE TABLE cluster_nodes (
     started_at  TEXT NOT NULL,
     lease_until TEXT NOT NULL
 );
+
+CREATE TABLE cluster_import_owners (
+    name  TEXT PRIMARY KEY,
+    node  TEXT NOT NULL,
+    since TEXT NOT NULL
+);

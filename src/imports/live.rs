@@ -54,6 +54,12 @@ impl LiveImports {
         if !import.enabled {
             return;
         }
+        // In a cluster one node serves each import (docs/cluster.md).
+        if let Some(cluster) = hub.cluster() {
+            if cluster.claim_import(&import.name).await != Some(true) {
+                return;
+            }
+        }
         let name = import.name.clone();
         let stop = CancellationToken::new();
         let task = match import.kind {
@@ -137,7 +143,7 @@ impl LiveImports {
                 hub.dispatcher().catalog().remove_definition(id);
             }
         }
-        for import in imports {
+        for import in &imports {
             let before = self.seen.lock().unwrap().get(&import.name).cloned();
             if before
                 .as_ref()
@@ -156,9 +162,36 @@ impl LiveImports {
             };
             tracing::info!(import = %import.name, operations = import.operations.len(), "import saved in the store: serving it anew");
             apply_changes(hub, &changes).await?;
-            self.start(hub, import).await;
+            self.start(hub, import.clone()).await;
+        }
+        if let Some(cluster) = hub.cluster() {
+            self.follow_claims(hub, cluster, &imports).await;
         }
         Ok(())
+    }
+
+    /// In a cluster: serves the enabled imports this node can claim (their
+    /// server left or died) and stops those another node claimed meanwhile.
+    async fn follow_claims(
+        &self,
+        hub: &Hub,
+        cluster: &crate::cluster::Cluster,
+        imports: &[Import],
+    ) {
+        for import in imports.iter().filter(|i| i.enabled) {
+            let running = self.running.lock().unwrap().contains_key(&import.name);
+            match (cluster.claim_import(&import.name).await, running) {
+                (Some(true), false) => {
+                    tracing::info!(import = %import.name, "serving the import (its server left)");
+                    self.start(hub, import.clone()).await;
+                }
+                (Some(false), true) => {
+                    tracing::warn!(import = %import.name, "another node serves the import now; stopping");
+                    self.stop(&import.name).await;
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Whether the hub runs a task for import `name`. An MCP import's task

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::task::AbortHandle;
 
-use crate::catalog::Provider;
+use crate::catalog::{Provider, Publish};
 use crate::connection::{Connection, Outbound};
 use crate::protocol::{self, close, Identity, PrincipalKind};
 use crate::registration::SessionRegistrations;
@@ -139,6 +139,7 @@ pub async fn serve(
     );
     sessions.attach(&connection, Origin::Internal)?;
     let mut served = SessionRegistrations::new();
+    let mut batch = Vec::with_capacity(operations.len());
     // At start-up the stored definitions may still be loading.
     hub.dispatcher().catalog().wait_loaded().await;
     for operation_id in operations {
@@ -161,19 +162,23 @@ pub async fn serve(
             })
             .await?;
         let registration_id: Arc<str> = registration.id.into();
-        hub.dispatcher().catalog().add_provider(
-            operation_id,
-            Provider::new(
+        batch.push(Publish {
+            operation_id: operation_id.clone(),
+            definition: None,
+            provider: Provider::new(
                 registration_id.clone(),
                 operation_id.as_str().into(),
                 connection.clone(),
             ),
-        );
+        });
         served.insert(
             operation_id.clone(),
             (operation_id.clone(), registration_id),
         );
     }
+    // One batch: in a cluster it is announced to the other nodes, which
+    // reach this import through this node.
+    hub.dispatcher().catalog().publish(batch);
 
     let (done_tx, done) = tokio::sync::watch::channel(false);
     let hub = hub.clone();

@@ -111,8 +111,30 @@ impl Store {
             .collect())
     }
 
-    /// This node leaves: the registrations it activated become inactive and
-    /// its row goes. Returns how many registrations changed.
+    /// Claims import `name` for node `id`: true when `id` serves it now
+    /// (it did already, or nobody did, or its server is no longer live).
+    pub async fn claim_import(&self, name: &str, id: &str) -> Result<bool> {
+        let pool = self.cluster_pool()?;
+        let claimed: Option<(String,)> = self.counted(
+            sqlx::query_as(
+                "INSERT INTO cluster_import_owners (name, node, since) VALUES ($1, $2, now()) \
+                 ON CONFLICT (name) DO UPDATE SET node = EXCLUDED.node, since = now() \
+                 WHERE cluster_import_owners.node = EXCLUDED.node \
+                    OR cluster_import_owners.node NOT IN \
+                       (SELECT id FROM cluster_nodes WHERE lease_until >= now()) \
+                 RETURNING node",
+            )
+            .bind(name)
+            .bind(id)
+            .fetch_optional(pool)
+            .await,
+        )?;
+        Ok(claimed.is_some())
+    }
+
+    /// This node leaves: the registrations it activated become inactive,
+    /// its claims on imports and its row go. Returns how many registrations
+    /// changed.
     pub async fn leave_cluster(&self, id: &str) -> Result<u64> {
         let pool = self.cluster_pool()?;
         let done = sqlx::query(
@@ -123,6 +145,11 @@ impl Store {
         .execute(pool)
         .await;
         let changed = self.counted(done)?.rows_affected();
+        let unclaimed = sqlx::query("DELETE FROM cluster_import_owners WHERE node = $1")
+            .bind(id)
+            .execute(pool)
+            .await;
+        self.counted(unclaimed)?;
         let gone = sqlx::query("DELETE FROM cluster_nodes WHERE id = $1")
             .bind(id)
             .execute(pool)
