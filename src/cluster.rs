@@ -175,9 +175,12 @@ impl Cluster {
         };
         let prefix = config.subject_prefix.clone();
         if prefix.is_empty()
-            || prefix
-                .split('.')
-                .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+            || prefix.split('.').any(|t| {
+                t.is_empty()
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
         {
             anyhow::bail!(
                 "cluster.subject_prefix {prefix:?} is not a NATS subject prefix (tokens of letters, digits, - or _, separated by dots)"
@@ -213,11 +216,11 @@ impl Cluster {
             })?;
         let max_payload = nats.server_info().max_payload;
         let max_frame = hub.config().limits.max_frame_bytes;
-        if max_payload > 0 && max_payload < max_frame + 64 * 1024 {
+        if max_payload > 0 && max_payload < max_frame {
             tracing::warn!(
                 max_payload,
                 max_frame,
-                "NATS max_payload is not much above limits.max_frame_bytes: a call near that size cannot cross nodes (it fails with OVERLOADED)"
+                "NATS max_payload is below limits.max_frame_bytes: a call larger than it cannot cross nodes (it fails with OVERLOADED)"
             );
         }
         hub.store()
@@ -399,7 +402,8 @@ impl Cluster {
             Ok(false) => {
                 // The others found this node's lease lapsed (a long pause, or
                 // the database was out of reach) and deactivated its
-                // registrations: its peers reconnect and register again.
+                // registrations: its peers reconnect and register again, and
+                // its imports are served anew at the next poll.
                 tracing::error!(node = %shared.node, "this node's lease lapsed; rejoining and closing every session so that peers register again");
                 if let Err(e) = store
                     .join_cluster(&shared.node, &shared.name, shared.lease_ms)
@@ -408,11 +412,15 @@ impl Cluster {
                     tracing::warn!(error = %e, "cannot rejoin the cluster");
                     return;
                 }
-                for connection in shared.hub.sessions().live() {
+                for (connection, _) in shared.hub.sessions().peers() {
                     connection.close(
                         protocol::close::GOING_AWAY,
                         "this hub node lost its cluster lease; connect again",
                     );
+                }
+                let imports = shared.hub.imports();
+                for name in imports.running() {
+                    imports.stop(&name).await;
                 }
                 self.announce(Announcement::NodeUp {
                     node: shared.node.to_string(),

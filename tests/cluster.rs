@@ -833,3 +833,52 @@ async fn one_node_serves_an_import_and_another_takes_over_when_it_dies() {
     assert!(claimed.len() == 1 && claimed[0] != served, "{claimed:?}");
     assert_eq!(nodes.statuses("pong.ping").await, vec!["active"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_rejoins_and_its_peers_register_again() {
+    let nodes = Nodes::start(3).await;
+    let (ends_tx, _ends) = mpsc::unbounded_channel();
+    let hangs = Arc::new(AtomicUsize::new(0));
+    let spoke = worker_builder(
+        nodes.node(0).spokes_url(),
+        nodes.token("spoke", "worker"),
+        ends_tx,
+        hangs,
+    )
+    .keep_connected(Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    });
+    let first = spoke.connected().await.unwrap();
+    let client = nodes.client(2, "app").await;
+    once_callable(&client, "work.echo", json!(1))
+        .await
+        .0
+        .unwrap();
+
+    // Node A stops running for longer than its lease: the others sweep it.
+    let pid = nodes.node(0).pid().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 4 * NODE_HEARTBEAT_MS)).await;
+    let err = client.call("work.echo", json!(2)).await.unwrap_err();
+    assert_eq!(err.code, "NO_PROVIDER", "{err:?}");
+    assert_eq!(nodes.statuses("work.echo").await, vec!["inactive"]);
+
+    // It resumes, finds its lease gone, joins again and closes its sessions
+    // with 1001; the spoke comes back and is served through C again.
+    signal("-CONT");
+    let code = tokio::time::timeout(Duration::from_secs(10), first.closed())
+        .await
+        .expect("the session on A is closed");
+    assert_eq!(code, 1001);
+    let (answer, _) = once_callable(&client, "work.echo", json!(3)).await;
+    assert_eq!(answer.unwrap()["data"]["echo"], 3);
+    assert_eq!(nodes.statuses("work.echo").await, vec!["active"]);
+}

@@ -179,7 +179,7 @@ impl LiveImports {
         imports: &[Import],
     ) {
         for import in imports.iter().filter(|i| i.enabled) {
-            let running = self.running.lock().unwrap().contains_key(&import.name);
+            let running = self.is_running(&import.name);
             match (cluster.claim_import(&import.name).await, running) {
                 (Some(true), false) => {
                     tracing::info!(import = %import.name, "serving the import (its server left)");
@@ -192,6 +192,11 @@ impl LiveImports {
                 _ => {}
             }
         }
+    }
+
+    /// The imports the hub runs a task for.
+    pub fn running(&self) -> Vec<String> {
+        self.running.lock().unwrap().keys().cloned().collect()
     }
 
     /// Whether the hub runs a task for import `name`. An MCP import's task
