@@ -468,14 +468,11 @@ impl Cluster {
         let (sessions, link) = {
             let mut state = self.shared.state.lock().unwrap();
             state.nodes.remove(node);
-            let keys: Vec<(Arc<str>, u64)> = state
+            let sessions: Vec<Arc<Connection>> = state
                 .remote
-                .keys()
-                .filter(|(n, _)| &**n == node)
-                .cloned()
+                .extract_if(|(n, _), _| &**n == node)
+                .map(|(_, proxy)| proxy)
                 .collect();
-            let sessions: Vec<Arc<Connection>> =
-                keys.iter().filter_map(|k| state.remote.remove(k)).collect();
             (sessions, state.links.remove(node))
         };
         for proxy in sessions {
@@ -745,10 +742,9 @@ impl Cluster {
     /// A frame that NATS refused (too big, or the connection is closed): the
     /// call it belongs to must still end.
     fn undeliverable(&self, connection: &Connection, frame: &str, bytes: usize, why: &str) {
-        let Ok(envelope) = serde_json::from_str::<Envelope<'_>>(frame) else {
+        let Some((kind, payload)) = split_frame(frame) else {
             return;
         };
-        let payload = envelope.payload.map(|p| p.get()).unwrap_or("{}");
         let Ok(RequestIdOnly { request_id }) = serde_json::from_str(payload) else {
             return;
         };
@@ -767,7 +763,7 @@ impl Cluster {
                 connection.send(small);
             }
             dispatcher.caller_abort(connection, &request_id);
-        } else if envelope.kind == "call.requested" {
+        } else if kind == "call.requested" {
             let event = protocol::CallEventIn {
                 request_id,
                 output: None,
@@ -833,14 +829,13 @@ impl Cluster {
     }
 
     fn call_in(&self, session: u64, from: &str, frame: &str) {
-        let Ok(envelope) = serde_json::from_str::<Envelope<'_>>(frame) else {
+        let Some((kind, payload)) = split_frame(frame) else {
             tracing::warn!(from, "frame from another node does not parse");
             return;
         };
-        let payload = envelope.payload.map(|p| p.get()).unwrap_or("{}");
         let link = self.link(from);
         let dispatcher = self.shared.hub.dispatcher();
-        match envelope.kind.as_ref() {
+        match kind.as_ref() {
             "call.requested" => {
                 let call: Forwarded<'_> = match serde_json::from_str(payload) {
                     Ok(call) => call,
@@ -892,12 +887,11 @@ impl Cluster {
     }
 
     fn answer_in(&self, from: &str, frame: &str) {
-        let Ok(envelope) = serde_json::from_str::<Envelope<'_>>(frame) else {
+        let Some((kind, payload)) = split_frame(frame) else {
             tracing::warn!(from, "answer from another node does not parse");
             return;
         };
-        let payload = envelope.payload.map(|p| p.get()).unwrap_or("{}");
-        let kind = envelope.kind.as_ref();
+        let kind = kind.as_ref();
         if !matches!(
             kind,
             "call.responded" | "call.completed" | "call.error" | "call.aborted"
@@ -920,6 +914,13 @@ impl Cluster {
             tracing::warn!(from, error = %e.message, "answer from another node refused");
         }
     }
+}
+
+/// A frame's type and its payload, unparsed (`{}` when it has none).
+fn split_frame(frame: &str) -> Option<(std::borrow::Cow<'_, str>, &str)> {
+    let envelope = serde_json::from_str::<Envelope<'_>>(frame).ok()?;
+    let payload = envelope.payload.map_or("{}", |p| p.get());
+    Some((envelope.kind, payload))
 }
 
 impl CatalogHooks for Cluster {
@@ -999,18 +1000,14 @@ impl CatalogHooks for Cluster {
         let me = &*self.shared.node;
         let older: Vec<Arc<Connection>> = {
             let mut state = self.shared.state.lock().unwrap();
-            let keys: Vec<(Arc<str>, u64)> = state
+            state
                 .remote
-                .iter()
-                .filter(|((node, _), proxy)| {
+                .extract_if(|(node, _), proxy| {
                     proxy.identity.kind == PrincipalKind::Spoke
                         && proxy.identity.id == connection.identity.id
                         && (proxy.connected_at_ms, &**node) < (connection.connected_at_ms, me)
                 })
-                .map(|(key, _)| key.clone())
-                .collect();
-            keys.iter()
-                .filter_map(|key| state.remote.remove(key))
+                .map(|(_, proxy)| proxy)
                 .collect()
         };
         for proxy in older {
